@@ -1,0 +1,11 @@
+"""jaxebm: energy-based models of particle jets in JAX.
+
+Subpackages:
+  data      Pythia 8 + FastJet generation, HDF5 schema, preprocessing, images, observables, loaders.
+  sampling  Langevin / MALA / HMC kernels, replay buffers, sphere chains, AIS (pure, jittable).
+  metrics   JSD, W1, JetNet metrics (W1M/W1P/W1EFP/FPD/KPD), tagging, mass sculpting, two-sample test.
+  models    Flax energy networks.
+  train     Train states and jitted steps.
+"""
+
+__version__ = "0.1.0"
