@@ -1,0 +1,194 @@
+"""Pythia 8 + anti-kT jet generation: schema, cuts, determinism, physics, FastJet agreement."""
+
+import fastjet
+import numpy as np
+import pytest
+
+from jaxebm.data import generate
+from jaxebm.data.generate import (
+    PROCESSES,
+    GenerationConfig,
+    generate_jets,
+    generate_shard,
+    make_jet_finder,
+    make_pythia,
+    pythia_settings,
+    worker_quotas,
+    worker_seed,
+)
+from jaxebm.data.io import SCHEMA_VERSION, jet_summary, read_jets
+
+SAMPLES = ["small_qcd_sample", "small_top_sample", "small_w_sample"]
+
+
+def _constituent_pt(sample):
+    return np.hypot(sample.constituents[..., 1], sample.constituents[..., 2])
+
+
+def test_schema_and_provenance(small_qcd_sample):
+    sample = small_qcd_sample
+    assert sample.constituents.shape == (200, 200, 4) and sample.constituents.dtype == np.float32
+    assert sample.mask.shape == (200, 200) and sample.mask.dtype == np.bool_
+    assert sample.jets.shape == (200, 5) and sample.jets.dtype == np.float32
+    assert sample.labels is None
+    attrs = sample.attrs
+    assert attrs["schema_version"] == SCHEMA_VERSION
+    assert attrs["process"] == "qcd" and attrs["seed"] == 1 and attrs["num_workers"] == 1
+    assert attrs["generator"].startswith("Pythia 8.317") and attrs["generator_version"] == "8.317.2"
+    assert (attrs["jet_pt_min"], attrs["jet_pt_max"], attrs["jet_abs_eta_max"]) == (550.0, 650.0, 2.0)
+    assert attrs["jet_radius"] == 0.8 and "anti-kt" in attrs["jet_definition"]
+    assert "HardQCD:all = on" in attrs["pythia_settings"]
+    assert attrs["worker_seeds"] == (worker_seed(1, 0),)
+    assert attrs["num_events"] >= 100  # QCD dijets give at most two jets per event
+    assert attrs["creation_time"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("fixture", SAMPLES)
+def test_jets_pass_the_selection_cuts(fixture, request):
+    jets = request.getfixturevalue(fixture).jets
+    assert ((jets[:, 0] >= 550.0) & (jets[:, 0] < 650.0)).all()
+    assert (np.abs(jets[:, 1]) < 2.0).all()
+    assert ((jets[:, 2] > -np.pi) & (jets[:, 2] <= np.pi)).all()
+
+
+@pytest.mark.parametrize("fixture", SAMPLES)
+def test_constituents_are_pt_ordered_and_mask_matches_multiplicity(fixture, request):
+    sample = request.getfixturevalue(fixture)
+    num_stored = sample.mask.sum(axis=1)
+    assert (num_stored == np.minimum(sample.jets[:, 4], sample.mask.shape[1])).all()
+    assert (sample.mask == (np.arange(sample.mask.shape[1]) < num_stored[:, None])).all()  # real slots first
+    assert (sample.constituents[~sample.mask] == 0).all()
+    pt = np.where(sample.mask, _constituent_pt(sample), 0.0)
+    assert (np.diff(pt, axis=1) <= 0).all()
+    assert (sample.jets[:, 4] >= 10).all()  # hundreds of GeV of hadrons: never a handful of particles
+
+
+@pytest.mark.parametrize("fixture", SAMPLES)
+def test_jet_summary_is_the_sum_of_its_constituents(fixture, request):
+    sample = request.getfixturevalue(fixture)
+    untruncated = sample.jets[:, 4] <= sample.mask.shape[1]
+    assert untruncated.mean() > 0.95
+    summed = jet_summary(sample.constituents, sample.mask, sample.mask.sum(axis=1))[untruncated]
+    np.testing.assert_allclose(summed[:, [0, 1, 2]], sample.jets[untruncated][:, [0, 1, 2]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(summed[:, 3], sample.jets[untruncated, 3], atol=0.02)  # mass, GeV
+
+
+def test_reclustering_the_stored_constituents_with_fastjet_gives_the_jet(small_top_sample):
+    sample = small_top_sample
+    definition = fastjet.JetDefinition(fastjet.antikt_algorithm, 0.8)
+    for constituents, mask, jet in zip(sample.constituents[:40], sample.mask[:40], sample.jets[:40]):
+        particles = [fastjet.PseudoJet(*map(float, (px, py, pz, e))) for e, px, py, pz in constituents[mask]]
+        sequence = fastjet.ClusterSequence(particles, definition)  # must outlive its jets
+        hardest = fastjet.sorted_by_pt(sequence.inclusive_jets())[0]
+        np.testing.assert_allclose([hardest.pt(), hardest.m()], jet[[0, 3]], rtol=1e-4, atol=0.02)
+        assert len(hardest.constituents()) == jet[4]
+
+
+def test_jet_finder_agrees_with_scikit_hep_fastjet_on_whole_events():
+    config = GenerationConfig(process="qcd", num_jets=1)
+    pythia = make_pythia(pythia_settings(config, seed=11))
+    jet_finder = make_jet_finder(0.8, jet_pt_min=20.0)
+    definition = fastjet.JetDefinition(fastjet.antikt_algorithm, 0.8)
+    num_compared = num_invisible = 0
+    for _ in range(10):
+        assert pythia.next()
+        jet_finder.analyze(pythia.event)
+        final = [p for p in pythia.event.particles() if p.isFinal()]
+        visible = [p for p in final if p.isVisible()]
+        num_invisible += len(final) - len(visible)
+        inputs = [fastjet.PseudoJet(p.px(), p.py(), p.pz(), p.e()) for p in visible]
+        sequence = fastjet.ClusterSequence(inputs, definition)  # must outlive its jets
+        expected = fastjet.sorted_by_pt(sequence.inclusive_jets(20.0))
+        assert jet_finder.sizeJet() == len(expected)
+        for index, jet in enumerate(expected):
+            assert jet_finder.multiplicity(index) == len(jet.constituents())
+            np.testing.assert_allclose([jet_finder.pT(index), jet_finder.m(index)], [jet.pt(), jet.m()], rtol=1e-9)
+            num_compared += 1
+    assert num_compared >= 20 and num_invisible > 0  # neutrinos were there to be left out
+
+
+def test_top_and_w_jets_have_their_masses(small_qcd_sample, small_top_sample, small_w_sample):
+    qcd_mass, top_mass, w_mass = (s.jets[:, 3] for s in (small_qcd_sample, small_top_sample, small_w_sample))
+    assert 150.0 < np.median(top_mass) < 195.0
+    assert np.median(top_mass) > np.median(qcd_mass) + 60.0
+    # W jets: a narrow peak near m_W (the underlying event shifts the median to ~91 GeV at R = 0.8);
+    # QCD jets spread over the same range, so the fraction in the window tells them apart.
+    assert 75.0 < np.median(w_mass) < 98.0
+    assert np.mean((w_mass > 65.0) & (w_mass < 110.0)) > 0.7
+    assert np.mean((qcd_mass > 65.0) & (qcd_mass < 110.0)) < 0.55
+
+
+def test_heavy_higgs_jets_peak_near_the_h_mass():
+    sample = generate_jets(GenerationConfig(process="h_hh_4b", num_jets=40, seed=2), progress=False)
+    assert 150.0 < np.median(sample.jets[:, 3]) < 195.0  # m_H = 174 GeV, all four b quarks inside
+
+
+def test_same_seed_reproduces_and_another_seed_differs(small_qcd_sample):
+    again = generate_jets(GenerationConfig(process="qcd", num_jets=30, seed=1), progress=False)
+    # One worker draws one event stream, so the first 30 jets of the 200-jet fixture are these.
+    np.testing.assert_array_equal(again.constituents, small_qcd_sample.constituents[:30])
+    np.testing.assert_array_equal(again.jets, small_qcd_sample.jets[:30])
+    other = generate_jets(GenerationConfig(process="qcd", num_jets=30, seed=2), progress=False)
+    assert not np.array_equal(other.jets, again.jets)
+
+
+def test_workers_concatenate_their_shards_in_worker_order():
+    config = GenerationConfig(process="qcd", num_jets=11, num_workers=2, seed=3, multiparton_interactions=False)
+    sample = generate_jets(config, progress=False)
+    shards = [generate_shard(config, worker, quota) for worker, quota in enumerate(worker_quotas(11, 2))]
+    np.testing.assert_array_equal(sample.constituents, np.concatenate([s.constituents for s in shards]))
+    np.testing.assert_array_equal(sample.jets, np.concatenate([s.jets for s in shards]))
+    assert sample.attrs["num_events"] == sum(s.num_events for s in shards)
+    assert not np.array_equal(shards[0].jets[:5], shards[1].jets[:5])  # distinct seeds, distinct streams
+
+
+def test_worker_seeds_are_valid_distinct_and_quotas_add_up():
+    seeds = [worker_seed(seed, worker) for seed in range(20) for worker in range(16)]
+    assert min(seeds) >= 1 and max(seeds) <= 900_000_000
+    assert len(set(seeds)) == len(seeds)
+    assert worker_quotas(10, 3) == (4, 3, 3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"process": "zprime"}, "process"),
+        ({"num_jets": 2, "num_workers": 3}, "num_workers"),
+        ({"jet_pt_min": 700.0}, "jet_pt_min"),
+        ({"jet_radius": 0.0}, "jet_radius"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_invalid_config_names_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        GenerationConfig(**overrides)
+
+
+def test_rejected_pythia_setting_is_named():
+    with pytest.raises(ValueError, match="NoSuch:setting"):
+        make_pythia(("NoSuch:setting = on",))
+
+
+def test_cuts_nothing_can_pass_stop_with_an_error():
+    config = GenerationConfig(
+        jet_pt_min=5000.0, jet_pt_max=6000.0, num_jets=1, multiparton_interactions=False, max_events_without_jet=5
+    )
+    with pytest.raises(RuntimeError, match="no jet passed the cuts in 5 events"):
+        generate_jets(config, progress=False)
+
+
+def test_every_registered_process_has_a_well_formed_card():
+    for name, card in PROCESSES.items():
+        assert card.name == name and card.pythia_settings
+        assert all(" = " in setting for setting in card.pythia_settings)
+
+
+def test_command_line_writes_the_file(tmp_path):
+    out = tmp_path / "cli.h5"
+    generate.main(["--process", "w", "--num-jets", "3", "--out", str(out), "--seed", "4", "--quiet",
+                   "--no-multiparton-interactions", "--jet-radius", "1.0"])
+    sample = read_jets(out)
+    assert sample.jets.shape == (3, 5)
+    assert (sample.attrs["process"], sample.attrs["seed"], sample.attrs["jet_radius"]) == ("w", 4, 1.0)
+    assert sample.attrs["multiparton_interactions"] is False
+    assert "PartonLevel:MPI = off" in sample.attrs["pythia_settings"]
