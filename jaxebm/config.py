@@ -1,0 +1,124 @@
+"""Typed configs: nested frozen dataclasses built from TOML presets plus ``section.key=value`` overrides.
+
+    config = load_config(ExperimentConfig, "experiments/configs/cpu.toml", ["train.num_iterations=200"])
+    save_config(config, run_dir / "config.json")
+
+Unknown keys, wrong sections and unparsable overrides raise `ConfigError` naming them, so a typo in a
+preset never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load_config", "save_config"]
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not fit the config classes."""
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _nested_class(annotation) -> type | None:
+    """The dataclass inside ``annotation`` (``C`` or ``C | None``), if any."""
+    if dataclasses.is_dataclass(annotation):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        classes = [a for a in typing.get_args(annotation) if dataclasses.is_dataclass(a)]
+        return classes[0] if len(classes) == 1 else None
+    return None
+
+
+def _coerce(value):
+    """TOML gives lists where configs hold tuples (hashable, static under jit)."""
+    if isinstance(value, list):
+        return tuple(_coerce(v) for v in value)
+    return value
+
+
+def from_dict(cls, data: Mapping[str, Any], *, where: str = ""):
+    """Build dataclass ``cls`` from a nested mapping; missing keys keep their defaults."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section {where or cls.__name__!r} must be a table, got {type(data).__name__}")
+    types_by_name = _field_types(cls)
+    unknown = sorted(set(data) - set(types_by_name))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in config section {where or cls.__name__!r}; "
+                          f"known: {sorted(types_by_name)}")
+    kwargs = {}
+    for name, value in data.items():
+        nested = _nested_class(types_by_name[name])
+        path = f"{where}.{name}" if where else name
+        if isinstance(value, Mapping) and nested is None:
+            raise ConfigError(f"{path!r} is not a section: it takes a value, got a table")
+        if nested is not None and not isinstance(value, Mapping) and value is not None:
+            raise ConfigError(f"{path!r} is a section: it takes a table, got {value!r}")
+        kwargs[name] = from_dict(nested, value, where=path) if isinstance(value, Mapping) else _coerce(value)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid config section {where or cls.__name__!r}: {err}") from err
+
+
+def to_dict(config) -> dict[str, Any]:
+    """Plain nested dict of a config (tuples as lists), for JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _parse_value(text: str):
+    """A TOML literal (``3``, ``1e-4``, ``true``, ``"mask"``, ``[1, 2]``); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``"section.key=value"`` set."""
+    data = json.loads(json.dumps(data))
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        if not sep or not path.strip():
+            raise ConfigError(f"override {override!r} is not of the form section.key=value")
+        *sections, key = path.strip().split(".")
+        table = data
+        for section in sections:
+            table = table.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"override {override!r}: {section!r} is not a section")
+        table[key] = _parse_value(text.strip())
+    return data
+
+
+def load_config(cls, preset: str | os.PathLike | None = None, overrides: Sequence[str] = ()):
+    """``cls`` from a TOML preset file (or its defaults) with overrides applied."""
+    data: dict[str, Any] = {}
+    if preset is not None:
+        path = Path(preset)
+        if not path.is_file():
+            raise ConfigError(f"config preset {str(path)!r} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config preset {str(path)!r} is not valid TOML: {err}") from err
+    return from_dict(cls, apply_overrides(data, overrides))
+
+
+def save_config(config, path: str | os.PathLike) -> None:
+    """Write the resolved config as JSON atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
