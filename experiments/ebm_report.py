@@ -1,0 +1,157 @@
+"""Plots and markdown reports of the EBM-for-jets experiment (`experiments.ebm_jets`)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jaxebm.data.images import jet_images
+from jaxebm.data.preprocess import constituent_pt_eta_phi
+from jaxebm.evaluation import jet_observables
+from jaxebm.metrics import roc_curve, summarise_over_seeds
+from jaxebm.plots import (
+    plot_average_images,
+    plot_constituent_features,
+    plot_mass_sculpting,
+    plot_observable_histograms,
+    plot_roc_curves,
+    plot_score_distributions,
+    plot_training_curves,
+)
+from jaxebm.train.monitor import read_metrics
+
+# The paper's numbers (Cheng & Courville 2023, 5 seeds, 300k QCD jets, GPU): Table 2 JSD x1e-4, Table 3 AUC.
+PAPER = {
+    "generated.jsd_pt": (2.4e-4, 1.9e-4), "generated.jsd_mass": (3.2e-4, 2.0e-4),
+    "generated.jsd_m_over_pt": (6.3e-4, 4.6e-4),
+    "anomaly_energy.auc_top": (0.679, 0.009), "anomaly_energy.auc_h_hh_4b": (0.794, 0.032),
+    "anomaly_score_norm.auc_top": (0.628, 0.017), "anomaly_score_norm.auc_h_hh_4b": (0.738, 0.033),
+}
+REPORT_ROWS = (
+    ("generated.jsd_pt", "JSD(pT), generated vs test QCD"),
+    ("generated.jsd_mass", "JSD(M)"),
+    ("generated.jsd_m_over_pt", "JSD(M/pT)"),
+    ("noise_init.jsd_pt", "JSD(pT), noise-initialised chains (0 steps)"),
+    ("noise_init.jsd_mass", "JSD(M), noise-initialised chains"),
+    ("truth_vs_truth.jsd_pt", "JSD(pT), truth vs truth (train vs test QCD)"),
+    ("truth_vs_truth.jsd_mass", "JSD(M), truth vs truth"),
+    ("generated.w1m", "W1M (relative mass), generated"),
+    ("truth_vs_truth.w1m", "W1M, truth vs truth"),
+    ("generated.w1p", "W1P, generated"),
+    ("truth_vs_truth.w1p", "W1P, truth vs truth"),
+    ("generated.fpd", "FPD, generated"),
+    ("truth_vs_truth.fpd", "FPD, truth vs truth"),
+    ("generated.kpd", "KPD, generated"),
+    ("truth_vs_truth.kpd", "KPD, truth vs truth"),
+    ("anomaly_energy.auc_top", "AUC top, E(x)"),
+    ("anomaly_energy.auc_h_hh_4b", "AUC H->hh->4b, E(x)"),
+    ("anomaly_energy.inv_eps_b_top", "1/eps_B(eps_S=0.2) top, E(x)"),
+    ("anomaly_energy.inv_eps_b_h_hh_4b", "1/eps_B(eps_S=0.2) H, E(x)"),
+    ("anomaly_score_norm.auc_top", "AUC top, ||grad_x E||"),
+    ("anomaly_score_norm.auc_h_hh_4b", "AUC H, ||grad_x E||"),
+    ("anomaly_energy.sculpt_jsd_keep0.5", "QCD mass JSD after E cut keeping 50%"),
+    ("anomaly_energy.sculpt_jsd_keep0.1", "QCD mass JSD after E cut keeping 10%"),
+    ("anomaly_energy.sculpt_jsd_keep0.01", "QCD mass JSD after E cut keeping 1%"),
+    ("anomaly_energy.mass_pearson", "Pearson(E, M) on QCD"),
+    ("anomaly_energy.mass_distance_corr", "distance corr.(E, M) on QCD"),
+)
+
+
+def flatten(results: dict) -> dict[str, float]:
+    """``{"generated": {"jsd_pt": x}}`` -> ``{"generated.jsd_pt": x}`` (numbers only)."""
+    flat = {}
+    for section, values in results.items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{k}": float(v) for k, v in values.items()})
+        elif isinstance(values, int | float):
+            flat[section] = float(values)
+    return flat
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if np.isfinite(value) else str(value)
+
+
+def _images(four_vectors: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    pt, eta, phi = constituent_pt_eta_phi(four_vectors, mask)
+    return jet_images(pt, eta, phi, mask)
+
+
+def write_seed_plots(plot_dir: Path, *, tests, scores, noise_energy, real, generated, rows) -> None:
+    """The figures of one seed: observables, constituents, images, ROC, energies, sculpting, training."""
+    (real_p4, real_mask, real_features), (gen_p4, gen_mask, gen_features) = real, generated
+    names = ("Pythia QCD", "EBM")
+    plot_observable_histograms(jet_observables(real_p4, real_mask), jet_observables(gen_p4, gen_mask),
+                               plot_dir / "observables.png", names=names)
+    plot_constituent_features(real_features, real_mask, gen_features, gen_mask, plot_dir / "constituents.png",
+                              feature_names=("log pT [log GeV]", "eta_rel", "phi_rel"), names=names)
+    plot_average_images({"Pythia QCD": _images(real_p4, real_mask), "EBM": _images(gen_p4, gen_mask)},
+                        plot_dir / "average_images.png")
+    labels_qcd = np.zeros(len(scores["qcd"][0]))
+    curves = {}
+    for index, score_name in enumerate(("E(x)", "||grad E||")):
+        for signal in ("top", "h_hh_4b"):
+            labels = np.concatenate([labels_qcd, np.ones(len(scores[signal][index]))])
+            curves[f"{signal}, {score_name}"] = roc_curve(labels, np.concatenate([scores["qcd"][index],
+                                                                                   scores[signal][index]]))
+    plot_roc_curves(curves, plot_dir / "roc.png")
+    plot_score_distributions({"QCD": scores["qcd"][0], "top": scores["top"][0], "H->hh->4b": scores["h_hh_4b"][0],
+                              "noise": noise_energy}, plot_dir / "energies.png", xlabel="energy E(x)")
+    plot_mass_sculpting(tests["qcd"].jets[:, 3], scores["qcd"][0], plot_dir / "mass_sculpting.png")
+    train_rows = [r for r in rows if "event" not in r]
+    if train_rows:
+        plot_training_curves(train_rows, plot_dir / "training.png",
+                             keys=("loss", "e_pos", "e_neg", "gap", "grad_norm", "chain_grad_norm"))
+    eval_rows = [r for r in rows if r.get("event") == "eval"]
+    if eval_rows:
+        plot_training_curves(eval_rows, plot_dir / "validation.png")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_seed_report(run_dir: Path, results: dict, **plot_inputs) -> None:
+    """``plots/*.png`` and ``report.md`` of one seed."""
+    rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    write_seed_plots(run_dir / "plots", rows=rows, **plot_inputs)
+    flat = flatten(results)
+    lines = [f"# EBM for jets, seed {results['seed']}", "", "| quantity | this run | paper |", "| --- | ---: | ---: |"]
+    for key, label in REPORT_ROWS:
+        if key in flat:
+            paper = PAPER.get(key)
+            lines.append(f"| {label} | {_fmt(flat[key])} | {_fmt(paper[0]) + ' ± ' + _fmt(paper[1]) if paper else ''} |")
+    lines += ["", "Plots: " + ", ".join(f"[{p.stem}](plots/{p.name})" for p in sorted((run_dir / "plots").glob("*.png")))]
+    _atomic_write(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def write_summary(out_dir: Path, config, per_seed: list[dict]) -> dict:
+    """Mean ± std over seeds (sample std) next to the paper; ``summary.json`` and ``report.md``."""
+    flats = [flatten(r) for r in per_seed]
+    keys = sorted(set.intersection(*(set(f) for f in flats)))
+    stats = summarise_over_seeds([{k: f[k] for k in keys} for f in flats], ddof=1 if len(flats) > 1 else 0)
+    stats = {k: (result.value, result.error) for k, result in stats.items()}
+    summary = {"num_seeds": len(per_seed), "seeds": [r["seed"] for r in per_seed],
+               "mean": {k: float(s[0]) for k, s in stats.items()},
+               "std": {k: float(s[1]) for k, s in stats.items()},
+               "config": dataclasses.asdict(config)}
+    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2, default=list))
+    lines = [f"# EBM for jets: preset `{config.name}`, {len(per_seed)} seed(s)", "",
+             f"Model: {config.model.num_layers} x {config.model.d_model} transformer, {config.model.num_heads} heads, "
+             f"ff {config.model.ff_dim}; padding `{config.cd.padding_mode}`; {config.run.num_steps} CD iterations of "
+             f"batch {config.cd.batch_size}, K = {config.cd.num_langevin_steps}; training jets "
+             f"{config.data.num_train_jets} (R = {config.data.jet_radius}); test jets {config.data.num_test_jets} per class.",
+             "", "| quantity | this work (mean ± std) | paper (5 seeds, 300k jets) |", "| --- | ---: | ---: |"]
+    for key, label in REPORT_ROWS:
+        if key in stats:
+            paper = PAPER.get(key)
+            lines.append(f"| {label} | {_fmt(stats[key][0])} ± {_fmt(stats[key][1])} | "
+                         f"{_fmt(paper[0]) + ' ± ' + _fmt(paper[1]) if paper else ''} |")
+    lines += ["", "Per-seed reports: " + ", ".join(f"[seed {s}](seed_{s}/report.md)" for s in summary["seeds"])]
+    _atomic_write(out_dir / "report.md", "\n".join(lines) + "\n")
+    return summary

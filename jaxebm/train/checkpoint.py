@@ -1,0 +1,207 @@
+"""Orbax checkpoints of a whole `TrainState` plus a JSON side entry with the data position and config.
+
+Layout under ``directory``::
+
+    latest/<step>/state   periodic saves, the last ``max_to_keep`` kept
+    latest/<step>/meta    JSON: step, data_position, config, metrics, key_impl, extra
+    best/<step>/...       the best save by ``best_metric`` (only saves that report it)
+
+Every leaf of the state is saved (parameters, optimiser, EMA, replay buffer, step, learning-rate
+scale); the typed PRNG key is stored as its key data and re-wrapped on restore. Orbax writes each
+checkpoint to a temporary directory and renames it when complete, so a crash never leaves a
+half-written checkpoint that looks finished. Saves are asynchronous: `wait_until_finished` blocks
+until they are on disk (`restore` and `close` call it).
+
+Example::
+
+    with Checkpointer(run_dir / "checkpoints", max_to_keep=3, best_metric="val_energy_gap") as ckpt:
+        ckpt.save(state, data_position=loader.position, config=config)
+        ...
+        state, meta = ckpt.restore(state)          # newest readable checkpoint
+        loader.restore(meta["data_position"])
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxebm.train.state import TrainState
+
+__all__ = ["CheckpointError", "Checkpointer", "to_jsonable"]
+
+log = logging.getLogger(__name__)
+
+_READ_ERRORS = (ValueError, OSError, KeyError)  # what Orbax / TensorStore raise on unreadable data
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the template, or no readable checkpoint at all."""
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with dataclasses, tuples, numpy / jax arrays and scalars, paths turned into JSON types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        return np.asarray(value).tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _storable(state: TrainState) -> TrainState:
+    """The state with its typed key replaced by the key data (uint32)."""
+    return state.replace(key=jax.random.key_data(state.key))
+
+
+def _abstract_storable(template: TrainState) -> TrainState:
+    """Shapes and dtypes of `_storable(template)`; ``template`` may be concrete or abstract."""
+    return jax.eval_shape(_storable, template)
+
+
+def _check_shapes(stored_tree, expected: TrainState, where: str) -> None:
+    """Raise `CheckpointError` naming the first leaf whose shape or dtype differs from ``expected``."""
+    stored = ocp.tree.to_flat_dict(stored_tree)
+    wanted = ocp.tree.to_flat_dict(expected)
+    if set(stored) != set(wanted):
+        missing, extra = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
+        raise CheckpointError(f"{where}: state leaves differ; missing {missing[:5]}, unexpected {extra[:5]}")
+    for path, leaf in wanted.items():
+        found = stored[path]
+        if tuple(found.shape) != tuple(leaf.shape) or np.dtype(found.dtype) != np.dtype(leaf.dtype):
+            raise CheckpointError(
+                f"{where}: leaf {'/'.join(path)} is {tuple(found.shape)} {np.dtype(found.dtype)} in the checkpoint, "
+                f"the template wants {tuple(leaf.shape)} {np.dtype(leaf.dtype)}")
+
+
+def _item_handlers() -> dict:
+    """Handlers of the two items, registered up front so a fresh manager can read metadata."""
+    return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+
+
+class Checkpointer:
+    """Periodic (last ``max_to_keep``) and best-by-metric checkpoints of a `TrainState`.
+
+    Args:
+      directory: created if absent; holds ``latest/`` and ``best/``.
+      max_to_keep: periodic checkpoints kept.
+      best_metric: name in the ``metrics`` given to `save` that ranks the ``best/`` checkpoint
+        (None: no best checkpoint). best_mode: "min" or "max".
+      is_async: write in a background thread (`wait_until_finished` to block).
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, best_metric: str | None = None,
+                 best_mode: str = "min", is_async: bool = True):
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
+        self.directory = os.fspath(directory)
+        self.best_metric = best_metric
+        self._latest = ocp.CheckpointManager(
+            os.path.join(self.directory, "latest"), item_handlers=_item_handlers(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=is_async))
+        self._best = None if best_metric is None else ocp.CheckpointManager(
+            os.path.join(self.directory, "best"), item_handlers=_item_handlers(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, create=True, best_fn=lambda metrics: float(metrics[best_metric]),
+                best_mode=best_mode, keep_checkpoints_without_metrics=False,
+                enable_async_checkpointing=is_async))
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def steps(self, *, best: bool = False) -> list[int]:
+        """Saved steps, oldest first."""
+        manager = self._manager(best)
+        return sorted(manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """Newest periodic checkpoint's step, or None."""
+        return self._latest.latest_step()
+
+    def save(self, state: TrainState, *, data_position: Any = None, config: Any = None,
+             metrics: dict | None = None, extra: dict | None = None) -> int:
+        """Save ``state`` as step ``int(state.step)``; returns that step.
+
+        ``data_position`` (e.g. a loader's ``(epoch, batch_index)``), ``config`` (dataclasses or dicts)
+        and ``extra`` go to the JSON entry. Saved steps at or after this one (left over from before
+        a rollback) are deleted first. If ``metrics`` holds ``best_metric`` the state is also offered
+        to the best checkpoint.
+        """
+        step = int(state.step)
+        meta = to_jsonable({"step": step, "data_position": data_position, "config": config,
+                            "metrics": metrics, "key_impl": str(jax.random.key_impl(state.key)),
+                            "extra": extra})
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)), meta=ocp.args.JsonSave(meta))
+        self._delete_from(self._latest, step)
+        self._latest.save(step, args=args, force=True)
+        if self._best is not None and metrics is not None and self.best_metric in metrics:
+            self._delete_from(self._best, step, only_equal=True)
+            self._best.save(step, args=args, metrics=to_jsonable(metrics), force=True)
+        return step
+
+    def restore(self, template: TrainState, step: int | None = None, *, best: bool = False) -> tuple[TrainState, dict]:
+        """Restore into the shapes of ``template`` (a concrete or abstract `TrainState`).
+
+        ``step`` None tries the newest checkpoint first and falls back to older ones while they
+        are unreadable (logged). A checkpoint whose leaves do not match the template raises
+        `CheckpointError` at once. Returns ``(state, meta)`` with ``meta`` the JSON entry.
+        """
+        self.wait_until_finished()
+        manager = self._manager(best)
+        candidates = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+        expected = _abstract_storable(template)
+        for candidate in candidates:
+            where = f"{manager.directory}/{candidate}"
+            try:
+                _check_shapes(manager.item_metadata(candidate)["state"].tree, expected, where)
+                restored = manager.restore(candidate, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(expected), meta=ocp.args.JsonRestore()))
+            except CheckpointError:
+                raise
+            except _READ_ERRORS as error:
+                log.warning("checkpoint %s unreadable (%s: %.200s); trying an older one", where,
+                            type(error).__name__, error)
+                continue
+            meta = restored.meta
+            key = jax.random.wrap_key_data(restored.state.key, impl=meta["key_impl"])
+            return restored.state.replace(key=key), meta
+        raise CheckpointError(f"no readable checkpoint among steps {candidates} in {manager.directory}")
+
+    def wait_until_finished(self) -> None:
+        """Block until every pending save is on disk."""
+        for manager in (self._latest, self._best):
+            if manager is not None:
+                manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release the managers."""
+        self.wait_until_finished()
+        for manager in (self._latest, self._best):
+            if manager is not None:
+                manager.close()
+
+    def _manager(self, best: bool) -> ocp.CheckpointManager:
+        if best and self._best is None:
+            raise ValueError("no best checkpoints: construct the Checkpointer with best_metric")
+        return self._best if best else self._latest
+
+    def _delete_from(self, manager: ocp.CheckpointManager, step: int, *, only_equal: bool = False) -> None:
+        """Delete saved steps ``== step`` (``only_equal``) or ``>= step``."""
+        manager.wait_until_finished()
+        for saved in manager.all_steps():
+            if saved == step or (saved > step and not only_equal):
+                manager.delete(saved)

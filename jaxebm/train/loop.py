@@ -1,0 +1,175 @@
+"""Training driver: jitted step + metrics log + health monitor + checkpoints + rollback + resume.
+
+Batch protocol: ``batches`` is any iterable of ``(x (B, N, F), mask (B, N))`` pairs. For exact
+resumption it also exposes ``position`` (a JSON-friendly value, e.g. ``(epoch, batch_index)``, of the
+next batch it will yield) and ``restore(position)``, as `jaxebm.data.loader.BatchIterator` does (give
+it a ``transform`` returning ``(features, mask)``; do not wrap it in a prefetcher that reads ahead).
+Without them a resumed run restarts the iterable from its beginning.
+
+Rollback: when `HealthMonitor.diagnose` flags a step, the state returns to the newest readable
+checkpoint, its key is folded with the rollback count and its ``lr_scale`` becomes the pre-rollback
+value times ``lr_factor``. The data position is not rewound: the batches since that checkpoint are
+skipped rather than replayed, so a bad batch is not met again. Each rollback writes a row with
+``event = "rollback"``; when the budget is spent the driver writes ``event = "abort"`` and raises
+`TrainingDiverged`.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxebm.train.checkpoint import Checkpointer
+from jaxebm.train.monitor import HealthConfig, HealthMonitor, MetricsLogger
+from jaxebm.train.state import TrainState
+
+__all__ = ["LoopConfig", "TrainingDiverged", "train_loop"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The run kept diverging after ``max_rollbacks`` rollbacks."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Driver settings; step counts are CD iterations (`TrainState.step`).
+
+    num_steps: train until ``state.step`` reaches it (or the batches run out).
+    iterations_per_call: the step's `CDConfig.iterations_per_call`; batches are stacked that deep.
+    log_every, checkpoint_every, eval_every: intervals, multiples of ``iterations_per_call``
+      (``eval_every`` None: no evaluation).
+    max_to_keep: periodic checkpoints kept.
+    best_metric, best_mode: key of the ``eval_fn`` output ranking the best checkpoint ("min"/"max").
+    progress: show a tqdm progress bar.
+    """
+
+    num_steps: int
+    iterations_per_call: int = 1
+    log_every: int = 10
+    checkpoint_every: int = 500
+    eval_every: int | None = None
+    max_to_keep: int = 3
+    best_metric: str | None = None
+    best_mode: str = "min"
+    progress: bool = True
+
+    def __post_init__(self):
+        intervals = {"log_every": self.log_every, "checkpoint_every": self.checkpoint_every,
+                     "eval_every": self.eval_every or self.iterations_per_call}
+        for name, interval in intervals.items():
+            if interval < 1 or interval % self.iterations_per_call:
+                raise ValueError(f"{name} ({interval}) must be a positive multiple of iterations_per_call "
+                                 f"({self.iterations_per_call})")
+
+
+def _next_batch(iterator, iterations_per_call: int):
+    """The next ``(x, mask)``, stacked ``(iterations_per_call, ...)`` when that is > 1; None at the end."""
+    pairs = list(itertools.islice(iterator, iterations_per_call))
+    if len(pairs) < iterations_per_call:
+        return None
+    if iterations_per_call == 1:
+        return pairs[0]
+    return tuple(np.stack([np.asarray(pair[i]) for pair in pairs]) for i in range(2))
+
+
+def _last_iteration(metrics: dict[str, Any], iterations_per_call: int) -> dict[str, Any]:
+    """Host metrics of the last scanned iteration (all of them when not stacked)."""
+    if iterations_per_call == 1:
+        return metrics
+    return {name: value[-1] for name, value in metrics.items()}
+
+
+def _roll_back(ckpt: Checkpointer, template, metrics, monitor: HealthMonitor, logger: MetricsLogger,
+               reason: str, step: int) -> TrainState:
+    """Restore the newest readable checkpoint with a new key and a reduced learning rate."""
+    if not monitor.may_roll_back():
+        logger.log({"step": step, "event": "abort", "reason": reason, "num_rollbacks": monitor.num_rollbacks})
+        raise TrainingDiverged(f"step {step}: {reason}; {monitor.num_rollbacks} rollbacks spent")
+    state, meta = ckpt.restore(template)
+    lr_scale = float(np.min(metrics["lr_scale"])) * monitor.config.lr_factor
+    state = state.replace(key=jax.random.fold_in(state.key, monitor.num_rollbacks),
+                          lr_scale=jnp.asarray(lr_scale, jnp.float32))
+    logger.log({"step": step, "event": "rollback", "reason": reason, "to_step": meta["step"],
+                "lr_scale": lr_scale, "num_rollbacks": monitor.num_rollbacks})
+    return state
+
+
+def _resume(ckpt: Checkpointer, template, state: TrainState, batches, health: HealthConfig,
+            logger: MetricsLogger) -> tuple[TrainState, HealthMonitor]:
+    """The newest checkpoint's state (and data position, when ``batches`` is given) if there is one."""
+    if ckpt.latest_step() is None:
+        return state, HealthMonitor(health)
+    state, meta = ckpt.restore(template)
+    if batches is not None and meta["data_position"] is not None:
+        batches.restore(meta["data_position"])
+    logger.log({"step": meta["step"], "event": "resume", "data_position": meta["data_position"]})
+    return state, HealthMonitor(health, num_rollbacks=(meta["extra"] or {}).get("num_rollbacks", 0))
+
+
+def train_loop(step_fn: Callable, state: TrainState, batches: Iterable, run_dir: str | os.PathLike,
+               config: LoopConfig, *, health: HealthConfig = HealthConfig(),
+               eval_fn: Callable[[TrainState], dict[str, float]] | None = None,
+               run_config: Any = None) -> TrainState:
+    """Train with ``step_fn(state, x, mask) -> (state, metrics)`` (`make_cd_step`) from ``state``.
+
+    Writes ``run_dir/metrics.jsonl`` (a row every ``log_every`` steps, plus eval, rollback, resume
+    rows) and ``run_dir/checkpoints`` (`Checkpointer`; ``run_config`` goes into its JSON entry). If
+    checkpoints exist the run resumes from the newest readable one, data position included; otherwise
+    step 0 is saved first so that a rollback always has a target. ``eval_fn(state) -> {name: value}``
+    runs every ``eval_every`` steps; its values are logged and offered to the best checkpoint.
+    Returns the final state (also checkpointed).
+    """
+    logger = MetricsLogger(os.path.join(run_dir, "metrics.jsonl"))
+    template = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
+    has_position = hasattr(batches, "position") and hasattr(batches, "restore")
+    iterator = iter(batches)
+    with Checkpointer(os.path.join(run_dir, "checkpoints"), max_to_keep=config.max_to_keep,
+                      best_metric=config.best_metric, best_mode=config.best_mode) as ckpt:
+        state, monitor = _resume(ckpt, template, state, batches if has_position else None, health, logger)
+
+        def save(state, metrics=None):
+            ckpt.save(state, data_position=batches.position if has_position else None, config=run_config,
+                      metrics=metrics, extra={"num_rollbacks": monitor.num_rollbacks})
+
+        step = int(state.step)
+        if ckpt.latest_step() is None:
+            save(state)
+        start_time, saved_step = time.perf_counter(), step
+        with tqdm(total=config.num_steps, initial=step, disable=not config.progress, unit="it") as bar:
+            while step < config.num_steps:
+                batch = _next_batch(iterator, config.iterations_per_call)
+                if batch is None:
+                    break
+                state, metrics = step_fn(state, *batch)
+                all_metrics = jax.device_get(metrics)
+                reason = monitor.diagnose(all_metrics)
+                if reason is not None:
+                    state = _roll_back(ckpt, template, all_metrics, monitor, logger, reason, int(state.step))
+                    step = int(state.step)
+                    bar.reset(total=config.num_steps)
+                    bar.update(step)
+                    continue
+                metrics = _last_iteration(all_metrics, config.iterations_per_call)
+                bar.update(int(state.step) - step)
+                step = int(state.step)
+                if step % config.log_every == 0:
+                    logger.log({"step": step, "time": time.perf_counter() - start_time, **metrics})
+                    bar.set_postfix(loss=f"{metrics['loss']:.3g}", e_pos=f"{metrics['e_pos']:.3g}",
+                                    e_neg=f"{metrics['e_neg']:.3g}")
+                eval_metrics = None
+                if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
+                    eval_metrics = dict(eval_fn(state))
+                    logger.log({"step": step, "event": "eval", **eval_metrics})
+                if eval_metrics is not None or step % config.checkpoint_every == 0:
+                    save(state, eval_metrics)
+                    saved_step = step
+        if saved_step != step:
+            save(state)
+    return state
