@@ -104,7 +104,7 @@ class Checkpointer:
                  best_mode: str = "min", is_async: bool = True):
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
-        self.directory = os.fspath(directory)
+        self.directory = os.path.abspath(os.fspath(directory))  # Orbax rejects relative paths
         self.best_metric = best_metric
         self._latest = ocp.CheckpointManager(
             os.path.join(self.directory, "latest"), item_handlers=_item_handlers(),

@@ -20,12 +20,13 @@ def run(step, state, first, count):
     return state
 
 
-def test_resume_reproduces_an_uninterrupted_run_exactly(tiny, tmp_path):
+def test_resume_reproduces_an_uninterrupted_run_exactly(tiny, tmp_path, monkeypatch):
     straight = host_state(run(tiny.step, tiny.new_state(), 0, 6))
 
-    with Checkpointer(tmp_path, max_to_keep=2) as ckpt:
+    monkeypatch.chdir(tmp_path)  # a relative directory, as run scripts pass it (Orbax itself needs absolute)
+    with Checkpointer("checkpoints", max_to_keep=2) as ckpt:
         ckpt.save(run(tiny.step, tiny.new_state(), 0, 3), data_position=(0, 3), config=tiny.config)
-    with Checkpointer(tmp_path, max_to_keep=2) as fresh:
+    with Checkpointer("checkpoints", max_to_keep=2) as fresh:
         restored, meta = fresh.restore(tiny.new_state(seed=1))
     assert meta["step"] == 3 and meta["data_position"] == [0, 3] and meta["config"]["batch_size"] == 16
     resumed = host_state(run(tiny.step, restored, meta["data_position"][1], 3))
