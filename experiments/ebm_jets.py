@@ -10,7 +10,7 @@ Tables 2-3 side by side.
     python -m experiments.ebm_jets --preset cpu --seeds 0 --set run.num_steps=200
     python -m experiments.ebm_jets --preset paper                    # Table 4 sizes, 300k jets (GPU)
 
-Run directory ``<out>/seed_<s>/``: config.json, pipeline.json, checkpoints/, metrics.jsonl,
+``<out>/data_summary.json`` and ``<out>/plots/data_*.png`` describe the jet samples. Run directory ``<out>/seed_<s>/``: config.json, pipeline.json, checkpoints/, metrics.jsonl,
 samples.h5, results.json, report.md, plots/*.png. ``<out>/summary.json`` and ``<out>/report.md``
 collect the seeds. An interrupted run resumes from its checkpoints when started again.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.ebm_report import write_seed_report, write_summary
+from experiments.ebm_report import write_data_summary, write_seed_report, write_summary
 from jaxebm.config import load_config, save_config
 from jaxebm.data.generate import GenerationConfig as JetGenerationConfig, generate_jets
 from jaxebm.data.io import JetSample, read_jets, write_jets
@@ -209,6 +209,9 @@ def evaluate_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dic
 def run(config: ExperimentConfig, out_dir: Path) -> dict:
     """All seeds, then the summary; returns the summary dict."""
     paths = ensure_data(config.data)
+    if not (out_dir / "data_summary.json").exists():
+        summary = write_data_summary(out_dir, paths, num_jets=config.data.num_test_jets, jet_radius=config.data.jet_radius)
+        print("data:", json.dumps({name: s["mass_q16_50_84"] for name, s in summary.items()}), "(jet mass quantiles, GeV)")
     per_seed = []
     for seed in config.seeds:
         run_dir = out_dir / f"seed_{seed}"

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxebm.data.images import jet_images
+from jaxebm.data.io import read_jets
+from jaxebm.data.observables import nsubjettiness, tau_ratios
 from jaxebm.data.preprocess import constituent_pt_eta_phi
 from jaxebm.evaluation import jet_observables
 from jaxebm.metrics import roc_curve, summarise_over_seeds
@@ -108,6 +110,34 @@ def write_seed_plots(plot_dir: Path, *, tests, scores, noise_energy, real, gener
     eval_rows = [r for r in rows if r.get("event") == "eval"]
     if eval_rows:
         plot_training_curves(eval_rows, plot_dir / "validation.png")
+
+
+DATA_PLOTS = {"mass": "jet mass [GeV]", "pt": "jet pT [GeV]", "multiplicity": "constituents",
+              "tau21": "tau_21", "tau32": "tau_32"}
+
+
+def sample_observables(path: Path, num_jets: int, jet_radius: float) -> dict[str, np.ndarray]:
+    """Jet pT, mass, multiplicity, tau_21, tau_32 of the first ``num_jets`` jets of a schema file."""
+    sample = read_jets(path, 0, num_jets)
+    observables = jet_observables(sample.constituents, sample.mask)
+    pt, eta, phi = constituent_pt_eta_phi(sample.constituents, sample.mask)
+    observables["tau21"], observables["tau32"] = tau_ratios(nsubjettiness(pt, eta, phi, sample.mask, R=jet_radius))
+    return observables
+
+
+def write_data_summary(out_dir: Path, paths: dict[str, Path], *, num_jets: int, jet_radius: float) -> dict:
+    """Per-sample observable plots (``plots/data_<obs>.png``) and ``data_summary.json`` (counts, quantiles)."""
+    observables = {name: sample_observables(path, num_jets, jet_radius) for name, path in paths.items()}
+    for key, label in DATA_PLOTS.items():
+        plot_score_distributions({name: obs[key] for name, obs in observables.items()},
+                                 out_dir / "plots" / f"data_{key}.png", xlabel=label)
+    summary = {name: {"num_jets": int(len(obs["mass"])),
+                      **{f"{key}_q16_50_84": np.percentile(obs[key], [16, 50, 84]).round(4).tolist()
+                         for key in DATA_PLOTS}}
+               for name, obs in observables.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out_dir / "data_summary.json", json.dumps(summary, indent=2))
+    return summary
 
 
 def _atomic_write(path: Path, text: str) -> None:

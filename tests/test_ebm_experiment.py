@@ -19,6 +19,9 @@ def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
     assert {"observables.png", "roc.png", "energies.png", "mass_sculpting.png", "average_images.png",
             "training.png"} <= {p.name for p in (seed_dir / "plots").glob("*.png")}
     assert "| AUC top, E(x) |" in (out / "report.md").read_text()
+    data = json.loads((out / "data_summary.json").read_text())
+    assert data["top"]["mass_q16_50_84"][1] > data["qcd"]["mass_q16_50_84"][1] + 40  # the top mass peak
+    assert (out / "plots" / "data_mass.png").exists()
     rows = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "eval" for r in rows) and rows[-1]["step"] == 20
 
