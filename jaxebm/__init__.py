@@ -5,7 +5,9 @@ Subpackages:
   sampling  Langevin / MALA / HMC kernels, replay buffers, sphere chains, AIS (pure, jittable).
   metrics   JSD, W1, JetNet metrics (W1M/W1P/W1EFP/FPD/KPD), tagging, mass sculpting, two-sample test.
   models    Flax energy networks.
-  train     Train states and jitted steps.
+  train     Train states and jitted steps, checkpoints, health monitor, training driver.
+  parallel  1-D device mesh: data-parallel CD steps, generation and scoring; multi-host setup.
+Modules: inference (generation chains, anomaly scores), evaluation (metric bundles), plots, config.
 """
 
 __version__ = "0.1.0"

@@ -6,6 +6,9 @@ once whatever the number of jets.
     gen_config = GenerationConfig()        # the paper's: 200 steps, step 0.1 x0.8 every 40, noise 0.001
     x, mask = generate(jax.random.key(0), model, params, noise_fn, gen_config, num_jets=10_000)
     energy, score_norm = anomaly_scores(model, params, x_test, mask_test)
+
+Both take ``mesh`` (`jaxebm.parallel.make_mesh`) to split each batch over several devices; the
+jets are the same as on one device (up to the order of floating-point reductions).
 """
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from tqdm import tqdm
 
+from jaxebm import parallel
 from jaxebm.models.common import energy_fn
 from jaxebm.sampling import langevin
 from jaxebm.sampling.schedules import StepDecay
@@ -62,10 +67,11 @@ def _split_starts(starts) -> tuple[jax.Array, jax.Array | None]:
     return starts, None
 
 
-@partial(jax.jit, static_argnames=("model", "noise_fn", "config"))
-def _generate_batch(key, params, *, model: nn.Module, noise_fn: Callable, config: GenerationConfig):
+@partial(jax.jit, static_argnames=("model", "noise_fn", "config", "mesh"))
+def _generate_batch(key, params, *, model: nn.Module, noise_fn: Callable, config: GenerationConfig,
+                    mesh: Mesh | None):
     key_start, key_chain = jax.random.split(key)
-    x0, mask = _split_starts(noise_fn(key_start, config.batch_size))
+    x0, mask = _split_starts(parallel.constrain_batch(noise_fn(key_start, config.batch_size), mesh))
     model_mask = jnp.ones(x0.shape[:2], bool) if mask is None else mask
     x, _ = langevin.run_chain(
         key_chain, x0, energy_fn(model, params, model_mask), config.langevin_config, config.num_steps,
@@ -74,7 +80,7 @@ def _generate_batch(key, params, *, model: nn.Module, noise_fn: Callable, config
 
 
 def generate(key, model: nn.Module, params, noise_fn: Callable, config: GenerationConfig, num_jets: int, *,
-             progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+             progress: bool = True, mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``num_jets`` jets by running chains from ``noise_fn`` starts under the model.
 
     Args:
@@ -82,6 +88,8 @@ def generate(key, model: nn.Module, params, noise_fn: Callable, config: Generati
       noise_fn: ``noise_fn(key, n)`` -> features ``(n, N, F)`` ("zeros" padding: every slot is a
         constituent) or ``(features, mask (n, N))`` ("mask" padding: padded slots stay frozen).
       config: `GenerationConfig`.
+      mesh: None: one device; else each batch's chains split over the mesh's devices
+        (``config.batch_size`` a multiple of their number), parameters replicated.
     Returns:
       features ``(num_jets, N, F)`` float32 in the model's feature space and mask ``(num_jets, N)`` bool.
     """
@@ -89,11 +97,15 @@ def generate(key, model: nn.Module, params, noise_fn: Callable, config: Generati
         raise ValueError(f"num_jets must be >= 1, got {num_jets}")
     num_batches = -(-num_jets // config.batch_size)
     keys = jax.random.split(key, num_batches)
-    outputs = [
-        _generate_batch(k, params, model=model, noise_fn=noise_fn, config=config)
+    if mesh is not None:
+        parallel.check_divisible(mesh, batch_size=config.batch_size)
+        keys, params = parallel.place((keys, params), parallel.replicated(mesh))
+    outputs = [  # fetched batch by batch, so the progress bar follows the computation, not the dispatch
+        tuple(parallel.to_host(a) for a in _generate_batch(k, params, model=model, noise_fn=noise_fn,
+                                                           config=config, mesh=mesh))
         for k in tqdm(keys, desc="generate", unit="batch", disable=not progress)
     ]
-    x, mask = (np.concatenate([np.asarray(o[i]) for o in outputs])[:num_jets] for i in range(2))
+    x, mask = (np.concatenate([o[i] for o in outputs])[:num_jets] for i in range(2))
     return x, mask
 
 
@@ -109,11 +121,13 @@ def _score_batch(params, x, mask, *, model: nn.Module):
 
 
 def anomaly_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, *,
-                   batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int = 1024, mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Energy ``E(x)`` and score norm ``||grad_x E(x)||`` (over real slots) per jet.
 
     Args:
       x: ``(n, N, F)`` features in the model's space; mask: ``(n, N)`` bool (all True in "zeros" mode).
+      mesh: None: one device; else each batch split over the mesh's devices (``batch_size`` a
+        multiple of their number; ``x`` is the same on every process), parameters replicated.
     Returns:
       energy ``(n,)`` and score_norm ``(n,)``, float64; higher means more anomalous for both.
     """
@@ -124,9 +138,13 @@ def anomaly_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, *,
     pad = -num_jets % batch_size
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
     mask = np.concatenate([mask, np.ones((pad,) + mask.shape[1:], bool)])
-    parts = [_score_batch(params, x[i:i + batch_size], mask[i:i + batch_size], model=model)
+    if mesh is not None:
+        params = parallel.place(params, parallel.replicated(mesh))
+    to_devices = (lambda batch: batch) if mesh is None else partial(parallel.shard_batch, mesh=mesh)
+    parts = [_score_batch(params, *to_devices((x[i:i + batch_size], mask[i:i + batch_size])), model=model)
              for i in range(0, len(x), batch_size)]
-    energy, score_norm = (np.concatenate([np.asarray(p[k], np.float64) for p in parts])[:num_jets] for k in range(2))
+    energy, score_norm = (np.concatenate([parallel.to_host(p[k]).astype(np.float64) for p in parts])[:num_jets]
+                          for k in range(2))
     if not np.all(np.isfinite(energy)):
         raise FloatingPointError(f"{np.sum(~np.isfinite(energy))} of {num_jets} energies are not finite")
     return energy, score_norm

@@ -25,6 +25,8 @@ Example::
     state = create_train_state(jax.random.key(0), model, config, x[:128], mask[:128], noise_fn)
     step = make_cd_step(model, config, noise_fn)
     state, metrics = step(state, x_batch, mask_batch)   # the old `state` is donated: do not reuse it
+
+Data parallel over all devices (hosts): ``make_cd_step(model, config, noise_fn, mesh=jaxebm.parallel.make_mesh())``.
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
+from jaxebm import parallel
 from jaxebm.models.common import energy_fn
 from jaxebm.sampling import buffer, langevin
 from jaxebm.sampling.langevin import LangevinConfig
@@ -162,13 +166,17 @@ def _check_batch(config: CDConfig, x_pos, mask_pos) -> None:
             f" + (N,); got x_pos {x_pos.shape}, mask_pos {mask_pos.shape}")
 
 
-def make_cd_step(model: nn.Module, config: CDConfig, noise_fn: Callable) -> Callable:
+def make_cd_step(model: nn.Module, config: CDConfig, noise_fn: Callable, *, mesh: Mesh | None = None) -> Callable:
     """The jitted CD step ``step(state, x_pos, mask_pos) -> (state, metrics)`` (module doc).
 
     Args:
       model: energy module, ``model.apply(params, x (B, N, F), mask (B, N), deterministic=...) -> (B,)``.
       config: `CDConfig`.
       noise_fn: ``noise_fn(key, n)`` chain starts, the one the buffer was built with (`make_noise_fn`).
+      mesh: None: one device. A `jaxebm.parallel.make_mesh` mesh: data parallel (`jaxebm.parallel.distribute`):
+        data, chains and buffer split over its devices (``batch_size`` and ``buffer_size`` multiples of
+        their number), everything else replicated; the step places its inputs and returns the state
+        placed the same way. Same numbers as one device up to the order of reductions.
 
     The step takes ``x_pos (B, N, F)`` and ``mask_pos (B, N)`` bool (both with a leading
     ``iterations_per_call`` axis when that is > 1) and donates ``state``. In "zeros" mode ``mask_pos``
@@ -186,6 +194,7 @@ def make_cd_step(model: nn.Module, config: CDConfig, noise_fn: Callable) -> Call
     def negative_phase(state: TrainState, key_buffer, key_chain):
         """Chain ends ``(B, N, F)``, their mask ``(B, N)``, buffer slots ``(B,)`` and the chain info."""
         starts, slots = buffer.sample(key_buffer, state.buffer, config.batch_size, noise_fn, config.restart_prob)
+        starts = parallel.constrain_batch(starts, mesh)
         x_start, mask = starts if is_mask_mode else (starts, jnp.ones(starts.shape[:2], bool))
         x_end, chain_info = langevin.run_chain(
             key_chain, x_start, energy_fn(model, state.params, mask), config.langevin_config,
@@ -229,4 +238,7 @@ def make_cd_step(model: nn.Module, config: CDConfig, noise_fn: Callable) -> Call
             return iteration(state, (x_pos, mask_pos))
         return jax.lax.scan(iteration, state, (x_pos, mask_pos))
 
-    return jax.jit(step, donate_argnums=0)
+    if mesh is None:
+        return jax.jit(step, donate_argnums=0)
+    parallel.check_divisible(mesh, batch_size=config.batch_size, buffer_size=config.buffer_size)
+    return parallel.distribute(step, mesh, batch_axis=0 if config.iterations_per_call == 1 else 1)
