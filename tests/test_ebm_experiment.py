@@ -1,10 +1,11 @@
 """The EBM experiment end to end on the seconds-scale `smoke` preset: data, training, generation,
-evaluation, report, and resumption of a finished run."""
+evaluation, report, resumption of a finished run, extension of a run, learning curves."""
 import json
 
 import numpy as np
+import pytest
 
-from experiments import ebm_jets
+from experiments import ebm_jets, ebm_learning_curve
 
 
 def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
@@ -29,3 +30,28 @@ def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
     ebm_jets.main(args)  # a finished seed is read back, not retrained
     assert (out / "summary.json").read_text() == summary_before
     assert len((seed_dir / "metrics.jsonl").read_text().splitlines()) == len(rows)
+
+    # A longer run continues from the last checkpoint once its results are removed; the learning curve
+    # then has the new evaluations, one row per evaluated step.
+    (seed_dir / "results.json").unlink()
+    ebm_jets.main(args + ["--set", "run.num_steps=30"])
+    rows = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "resume" and r["step"] == 20 for r in rows) and rows[-1]["step"] == 30
+    eval_steps = sorted({r["step"] for r in rows if r.get("event") == "eval"})
+    ebm_learning_curve.main([f"smoke={out}/seed_*", "--out", str(tmp_path / "curves")])
+    curves = json.loads((tmp_path / "curves" / "learning_curve.json").read_text())
+    assert curves["curves"]["smoke"][str(seed_dir)]["step"] == eval_steps and 30 in eval_steps
+    assert set(curves["levels"]) == {"noise_init", "truth_vs_truth"}
+    table = (tmp_path / "curves" / "learning_curve.md").read_text()
+    assert all(f"| smoke | {step} | 1 |" in table for step in eval_steps)
+    assert (tmp_path / "curves" / "learning_curve.png").stat().st_size > 0
+
+
+def test_learning_curve_rejects_bad_variant_specs(tmp_path):
+    with pytest.raises(ValueError, match="LABEL=DIRECTORY_GLOB"):
+        ebm_learning_curve.parse_variants(["no-equals-sign"])
+    with pytest.raises(FileNotFoundError, match="no directory matches"):
+        ebm_learning_curve.parse_variants([f"x={tmp_path}/missing_*"])
+    (tmp_path / "seed_0").mkdir()
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        ebm_learning_curve.read_curve(tmp_path / "seed_0")

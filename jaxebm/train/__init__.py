@@ -8,7 +8,7 @@ Modules:
   loop        `train_loop`: step + monitor + checkpoints + rollback + resume.
 """
 from jaxebm.train import cd, checkpoint, loop, monitor, state
-from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn, multiplicity_distribution
+from jaxebm.train.cd import CDConfig, ema_decay_at, make_cd_step, make_noise_fn, multiplicity_distribution
 from jaxebm.train.checkpoint import CheckpointError, Checkpointer
 from jaxebm.train.loop import LoopConfig, TrainingDiverged, train_loop
 from jaxebm.train.monitor import HealthConfig, HealthMonitor, MetricsLogger, read_metrics
@@ -16,7 +16,7 @@ from jaxebm.train.state import TrainState, create_train_state, make_optimizer
 
 __all__ = [
     "cd", "checkpoint", "loop", "monitor", "state",
-    "CDConfig", "make_cd_step", "make_noise_fn", "multiplicity_distribution",
+    "CDConfig", "ema_decay_at", "make_cd_step", "make_noise_fn", "multiplicity_distribution",
     "CheckpointError", "Checkpointer",
     "LoopConfig", "TrainingDiverged", "train_loop",
     "HealthConfig", "HealthMonitor", "MetricsLogger", "read_metrics",

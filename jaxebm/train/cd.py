@@ -46,7 +46,7 @@ from jaxebm.sampling import buffer, langevin
 from jaxebm.sampling.langevin import LangevinConfig
 from jaxebm.train.state import TrainState, make_optimizer
 
-__all__ = ["PADDING_MODES", "CDConfig", "make_cd_step", "make_noise_fn", "multiplicity_distribution"]
+__all__ = ["PADDING_MODES", "CDConfig", "ema_decay_at", "make_cd_step", "make_noise_fn", "multiplicity_distribution"]
 
 PADDING_MODES = ("zeros", "mask")
 
@@ -62,7 +62,8 @@ class CDConfig:
     buffer_size: replay buffer capacity. batch_size: B, data jets (and chains) per iteration.
     lr: initial learning rate, multiplied by lr_decay after every steps_per_epoch updates.
     adam_b1, adam_b2: Adam moments. grad_clip_norm: global-norm clip of the parameter gradient.
-    data_noise: std of the Gaussian noise added to data features. ema_decay: EMA of the parameters.
+    data_noise: std of the Gaussian noise added to data features. ema_decay: largest decay of the
+      parameters' EMA (warmed up, see `ema_decay_at`).
     padding_mode: "zeros" or "mask" (module doc). iterations_per_call: iterations per step call,
       scanned over a stacked batch ``(iterations_per_call, B, N, F)``.
     """
@@ -98,6 +99,16 @@ class CDConfig:
         """The chain settings as a `jaxebm.sampling.LangevinConfig`."""
         return LangevinConfig(step_size=self.step_size, noise_scale=self.noise_scale,
                               grad_clip_norm=self.chain_grad_clip_norm)
+
+
+def ema_decay_at(step: jax.Array, max_decay: float) -> jax.Array:
+    """Decay of the parameter EMA at update ``step``: ``min(max_decay, (1 + step) / (10 + step))``.
+
+    Without the warm-up an EMA of decay 0.999 still weighs the initial parameters by 0.999^800 = 0.45
+    after 800 updates, so a short run would evaluate mostly untrained parameters.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(max_decay, (1.0 + step) / (10.0 + step))
 
 
 def multiplicity_distribution(mask: np.ndarray) -> np.ndarray:
@@ -213,7 +224,7 @@ def make_cd_step(model: nn.Module, config: CDConfig, noise_fn: Callable, *, mesh
             state.params, model, config, key_dropout, x_pos, mask_pos, x_neg, mask_neg)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, jax.tree.map(lambda u: u * state.lr_scale, updates))
-        ema_params = optax.incremental_update(params, state.ema_params, 1.0 - config.ema_decay)
+        ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay_at(state.step, config.ema_decay))
         new_buffer = buffer.push(state.buffer, (x_neg, mask_neg) if is_mask_mode else x_neg, slots)
 
         grad_norm = optax.tree.norm(grads)

@@ -7,7 +7,7 @@ from conftest import BATCH, NUM_CONSTITUENTS, data_batch
 
 from jaxebm.models import MLPConfig, MLPEnergy, TransformerConfig, TransformerEnergy, energy_fn
 from jaxebm.sampling import langevin
-from jaxebm.train import CDConfig, create_train_state, make_cd_step, make_noise_fn, multiplicity_distribution
+from jaxebm.train import CDConfig, create_train_state, ema_decay_at, make_cd_step, make_noise_fn, multiplicity_distribution
 
 
 def host_copy(tree):
@@ -39,6 +39,15 @@ def test_one_step_lowers_data_energy_relative_to_negatives():
     np.testing.assert_allclose(metrics["loss"], metrics["cd"] + config.alpha * metrics["reg"], rtol=1e-5)
     np.testing.assert_array_equal(state.buffer.samples, negatives)  # frozen chains wrote back their starts
     assert float(energy_gap(state.params)) < gap_before - 1e-3
+    # EMA warm-up: the first update moves the average 90% of the way (decay (1 + 0) / (10 + 0) = 0.1).
+    jax.tree.map(lambda ema, new, old: np.testing.assert_allclose(ema, 0.1 * old + 0.9 * new, rtol=1e-5, atol=1e-7),
+                 host_copy(state.ema_params), host_copy(state.params), params_before)
+
+
+def test_ema_decay_warms_up_to_its_maximum():
+    decays = np.asarray([ema_decay_at(step, 0.999) for step in (0, 10, 100, 1000, 10_000)])
+    np.testing.assert_allclose(decays[:3], [0.1, 11 / 20, 101 / 110], rtol=1e-6)
+    assert np.all(np.diff(decays) > 0) and decays[-1] == np.float32(0.999)
 
 
 def two_mode_data(key, num):

@@ -1,0 +1,134 @@
+"""Learning curves of `experiments.ebm_jets` runs: validation JSDs against CD iterations, per variant.
+
+Each seed directory logs ``eval`` rows (JSD of pT, M and M/pT between validation-length chains and
+validation QCD jets) to its ``metrics.jsonl``. This script puts the runs of one or more variants
+(preset, length, size, data) on one figure, next to the noise-initialised chains and the
+truth-vs-truth floor from the runs' ``results.json``, and tabulates the curve:
+
+    python -m experiments.ebm_learning_curve "cpu=runs/ebm_jets/cpu/seed_*" \\
+        "cpu, 2400 iterations=runs/ebm_jets/cpu_long/seed_0" --out runs/ebm_jets/cpu
+
+A run is made longer by running it again with a larger ``run.num_steps`` after removing its
+``results.json``: training resumes from its last checkpoint.
+
+Writes ``<out>/learning_curve.png``, ``<out>/learning_curve.json`` and ``<out>/learning_curve.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from jaxebm.train.monitor import read_metrics
+
+CURVE_KEYS = {"val_jsd_pt": "JSD(pT)", "val_jsd_mass": "JSD(M)", "val_jsd_m_over_pt": "JSD(M/pT)"}
+LEVEL_SECTIONS = {"noise_init": "noise-initialised chains", "truth_vs_truth": "truth vs truth"}
+
+
+def read_curve(run_dir: Path) -> dict[str, list[float]]:
+    """``{"step": [...], "val_jsd_pt": [...], ...}`` from the eval rows of ``run_dir/metrics.jsonl``.
+
+    A step evaluated twice (a resumed run repeats its last evaluation) keeps its latest value.
+    """
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no metrics.jsonl (not an ebm_jets seed directory?)")
+    rows = {int(r["step"]): r for r in read_metrics(path) if r.get("event") == "eval"}
+    if not rows:
+        raise ValueError(f"{path}: no validation ('eval') rows")
+    steps = sorted(rows)
+    return {"step": steps, **{k: [float(rows[s][k]) for s in steps] for k in CURVE_KEYS}}
+
+
+def read_levels(run_dirs: list[Path]) -> dict[str, dict[str, float]]:
+    """Mean JSDs of the noise-initialised chains and of truth vs truth over the runs with results."""
+    results = [json.loads((d / "results.json").read_text()) for d in run_dirs if (d / "results.json").exists()]
+    return {section: {k: float(np.mean([r[section][k.removeprefix("val_")] for r in results])) for k in CURVE_KEYS}
+            for section in LEVEL_SECTIONS if results}
+
+
+def parse_variants(specs: list[str]) -> dict[str, list[Path]]:
+    """``["label=glob", ...]`` -> ``{label: [run directories]}``; each glob must match a directory."""
+    variants: dict[str, list[Path]] = {}
+    for spec in specs:
+        label, sep, pattern = spec.partition("=")
+        if not sep or not label or not pattern:
+            raise ValueError(f"variant {spec!r}: expected LABEL=DIRECTORY_GLOB")
+        dirs = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
+        if not dirs:
+            raise FileNotFoundError(f"variant {label!r}: no directory matches {pattern!r}")
+        variants.setdefault(label, []).extend(dirs)
+    return variants
+
+
+def plot_learning_curves(curves: dict[str, dict[str, dict]], levels: dict[str, dict[str, float]], path: Path) -> None:
+    """One panel per JSD (log scale): a line per run, coloured by variant, and the reference levels."""
+    fig = Figure(figsize=(4.4 * len(CURVE_KEYS), 3.4))
+    colours = [f"C{i}" for i in range(10)]
+    for panel, (key, label) in enumerate(CURVE_KEYS.items()):
+        ax = fig.add_subplot(1, len(CURVE_KEYS), panel + 1)
+        for colour, (variant, runs) in zip(colours, curves.items()):
+            for i, curve in enumerate(runs.values()):
+                ax.plot(curve["step"], curve[key], "o-", ms=3, color=colour, label=variant if i == 0 else None)
+        if "noise_init" in levels:
+            ax.axhline(levels["noise_init"][key], color="k", ls="--", lw=1, label="noise-initialised chains")
+            ax.axhline(levels["noise_init"][key] / 10, color="k", ls=":", lw=1, label="target: noise / 10")
+        if "truth_vs_truth" in levels:
+            ax.axhline(levels["truth_vs_truth"][key], color="grey", ls="-.", lw=1, label="truth vs truth")
+        ax.set(yscale="log", xlabel="CD iteration", ylabel=f"validation {label}")
+        if panel == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def curve_table(curves: dict[str, dict[str, dict]]) -> list[str]:
+    """Markdown rows: per variant and evaluated step, the mean ± std over its runs of each JSD."""
+    lines = ["| variant | iteration | runs | " + " | ".join(CURVE_KEYS.values()) + " |",
+             "| --- | ---: | ---: |" + " ---: |" * len(CURVE_KEYS)]
+    for variant, runs in curves.items():
+        steps = sorted({s for curve in runs.values() for s in curve["step"]})
+        for step in steps:
+            values = {k: [c[k][c["step"].index(step)] for c in runs.values() if step in c["step"]] for k in CURVE_KEYS}
+            cells = [f"{np.mean(v):.3g} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2g}" for v in values.values()]
+            lines.append(f"| {variant} | {step} | {len(values['val_jsd_pt'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_learning_curve(variants: dict[str, list[Path]], out_dir: Path) -> dict:
+    """Figure, JSON and markdown of the learning curves of ``variants``; returns the JSON content."""
+    curves = {label: {str(d): read_curve(d) for d in dirs} for label, dirs in variants.items()}
+    levels = read_levels([d for dirs in variants.values() for d in dirs])
+    plot_learning_curves(curves, levels, out_dir / "learning_curve.png")
+    content = {"curves": curves, "levels": levels}
+    lines = ["# Learning curves: validation JSD against CD iterations", "",
+             "Validation chains are the generation chains cut to `run.val_chain_steps` steps, on validation QCD jets.", ""]
+    lines += ["Reference levels (mean over runs): " + "; ".join(
+        f"{LEVEL_SECTIONS[s]} " + ", ".join(f"{CURVE_KEYS[k]} {v:.3g}" for k, v in lv.items()) for s, lv in levels.items()),
+        ""] if levels else []
+    lines += curve_table(curves) + ["", "![learning curves](learning_curve.png)"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (("learning_curve.json", json.dumps(content, indent=2)), ("learning_curve.md", "\n".join(lines) + "\n")):
+        tmp = out_dir / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out_dir / name)
+    return content
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="+", metavar="LABEL=DIRECTORY_GLOB", help="seed directories of a variant")
+    parser.add_argument("--out", type=Path, required=True, help="directory for learning_curve.{png,json,md}")
+    args = parser.parse_args(argv)
+    write_learning_curve(parse_variants(args.variants), args.out)
+    print(f"wrote {args.out / 'learning_curve.md'}")
+
+
+if __name__ == "__main__":
+    main()
