@@ -57,9 +57,36 @@ REPORT_ROWS = (
     ("anomaly_energy.sculpt_jsd_keep0.5", "QCD mass JSD after E cut keeping 50%"),
     ("anomaly_energy.sculpt_jsd_keep0.1", "QCD mass JSD after E cut keeping 10%"),
     ("anomaly_energy.sculpt_jsd_keep0.01", "QCD mass JSD after E cut keeping 1%"),
+    ("anomaly_energy.sculpt_random_jsd_q95_keep0.5", "same for random 50% subsets (95th percentile)"),
+    ("anomaly_energy.sculpt_random_jsd_q95_keep0.1", "same for random 10% subsets (95th percentile)"),
+    ("anomaly_energy.sculpt_random_jsd_q95_keep0.01", "same for random 1% subsets (95th percentile)"),
     ("anomaly_energy.mass_pearson", "Pearson(E, M) on QCD"),
     ("anomaly_energy.mass_distance_corr", "distance corr.(E, M) on QCD"),
 )
+
+
+
+def target_checks(mean: dict[str, float]) -> list[tuple[str, str, bool]]:
+    """The CPU preset's targets on the mean over seeds: ``(target, measured, met)`` rows.
+
+    Generation: JSD(pT) and JSD(M) at least 10x below the noise-initialised chains'. Anomaly
+    detection with E(x): AUC(top) >= 0.62, AUC(H) >= 0.70. No significant sculpting: the QCD mass JSD
+    after the 50% and 10% energy cuts within the 95th percentile of random subsets of the same size.
+    """
+    rows = []
+    for name in ("pt", "mass"):
+        generated, noise = mean[f"generated.jsd_{name}"], mean[f"noise_init.jsd_{name}"]
+        rows.append((f"JSD({'pT' if name == 'pt' else 'M'}) <= noise-initialised / 10 = {_fmt(noise / 10)}",
+                     _fmt(generated), generated <= noise / 10))
+    for signal, label, floor in (("top", "top", 0.62), ("h_hh_4b", "H", 0.70)):
+        value = mean[f"anomaly_energy.auc_{signal}"]
+        rows.append((f"AUC {label}, E(x) >= {floor}", _fmt(value), value >= floor))
+    for keep in ("0.5", "0.1"):
+        value, reference = mean[f"anomaly_energy.sculpt_jsd_keep{keep}"], mean.get(
+            f"anomaly_energy.sculpt_random_jsd_q95_keep{keep}", float("nan"))
+        rows.append((f"mass JSD after E cut keeping {float(keep):.0%} <= random-subset q95 = {_fmt(reference)}",
+                     _fmt(value), bool(value <= reference)))
+    return rows
 
 
 def flatten(results: dict) -> dict[str, float]:
@@ -182,6 +209,10 @@ def write_summary(out_dir: Path, config, per_seed: list[dict]) -> dict:
             paper = PAPER.get(key)
             lines.append(f"| {label} | {_fmt(stats[key][0])} ± {_fmt(stats[key][1])} | "
                          f"{_fmt(paper[0]) + ' ± ' + _fmt(paper[1]) if paper else ''} |")
+    lines += ["", "## Targets of the CPU preset (on the mean over seeds)", "", "| target | measured | met |",
+              "| --- | ---: | --- |"]
+    lines += [f"| {target} | {measured} | {'yes' if met else 'no'} |" for target, measured, met in
+              target_checks(summary["mean"])]
     lines += ["", "Per-seed reports: " + ", ".join(f"[seed {s}](seed_{s}/report.md)" for s in summary["seeds"])]
     _atomic_write(out_dir / "report.md", "\n".join(lines) + "\n")
     return summary

@@ -77,7 +77,8 @@ def anomaly_quality(background: np.ndarray, signals: Mapping[str, np.ndarray], *
     Args:
       background: ``(n_b,)`` scores of background jets; signals: name -> ``(n_s,)`` scores.
       background_mass: ``(n_b,)`` background jet masses [GeV]; adds the sculpting JSDs after cuts
-        keeping 50/10/1% of the background and the score-mass Pearson and distance correlations.
+        keeping 50/10/1% of the background, the 95th percentile of that JSD for random subsets of the
+        same size (below it: no significant sculpting), and the score-mass Pearson and distance correlations.
     """
     out: dict[str, float] = {}
     for name, scores in signals.items():
@@ -89,6 +90,7 @@ def anomaly_quality(background: np.ndarray, signals: Mapping[str, np.ndarray], *
         sculpting = mass_sculpting(background_mass, background)
         for cut in sculpting.cuts:
             out[f"sculpt_jsd_keep{cut.background_efficiency:g}"] = float(cut.jsd)
+            out[f"sculpt_random_jsd_q95_keep{cut.background_efficiency:g}"] = cut.random_jsd_q95
         out["mass_pearson"] = float(sculpting.pearson)
         out["mass_distance_corr"] = float(sculpting.distance_correlation)
     return out

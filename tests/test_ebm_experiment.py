@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import ebm_jets, ebm_learning_curve
+from experiments.ebm_report import target_checks
 
 
 def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
@@ -20,6 +21,8 @@ def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
     assert {"observables.png", "roc.png", "energies.png", "mass_sculpting.png", "average_images.png",
             "training.png"} <= {p.name for p in (seed_dir / "plots").glob("*.png")}
     assert "| AUC top, E(x) |" in (out / "report.md").read_text()
+    assert "## Targets of the CPU preset" in (out / "report.md").read_text()
+    assert "same for random 10% subsets" in (seed_dir / "report.md").read_text()
     data = json.loads((out / "data_summary.json").read_text())
     assert data["top"]["mass_q16_50_84"][1] > data["qcd"]["mass_q16_50_84"][1] + 40  # the top mass peak
     assert (out / "plots" / "data_mass.png").exists()
@@ -55,3 +58,11 @@ def test_learning_curve_rejects_bad_variant_specs(tmp_path):
     (tmp_path / "seed_0").mkdir()
     with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
         ebm_learning_curve.read_curve(tmp_path / "seed_0")
+
+
+def test_target_checks_compare_the_mean_with_each_target():
+    mean = {"generated.jsd_pt": 0.02, "noise_init.jsd_pt": 0.25, "generated.jsd_mass": 0.03, "noise_init.jsd_mass": 0.16,
+            "anomaly_energy.auc_top": 0.65, "anomaly_energy.auc_h_hh_4b": 0.69,
+            "anomaly_energy.sculpt_jsd_keep0.5": 0.002, "anomaly_energy.sculpt_random_jsd_q95_keep0.5": 0.003,
+            "anomaly_energy.sculpt_jsd_keep0.1": 0.05, "anomaly_energy.sculpt_random_jsd_q95_keep0.1": 0.02}
+    assert [met for _, _, met in target_checks(mean)] == [True, False, True, False, True, False]

@@ -5,7 +5,9 @@
   are kept); the threshold is the lowest kept score.
 - Sculpting JSD: ``histogram_jsd`` between the kept and the uncut masses on ``num_bins``
   equal-width bins over the uncut range (natural log; 0 = shape unchanged, log 2 = disjoint).
-  Finite samples give a small positive bias, of order ``num_bins / (8 n_kept)``.
+  Finite samples give a small positive bias, of order ``num_bins / (8 n_kept)``; the reference for
+  "significant" is the 95th percentile of the same JSD for uniformly random subsets of the same
+  size (``num_random`` draws): a cut whose JSD stays below it does not sculpt at that sample size.
 - Correlations: Pearson's r, and the distance correlation of Szekely, Rizzo and Bakirov
   (2007; biased V-statistic, in [0, 1], 0 iff independent in the large-sample limit). The
   distance correlation needs ``n^2`` memory and time, so it is computed on a random subsample
@@ -40,12 +42,14 @@ class MassCut(NamedTuple):
         threshold: lowest kept score.
         kept_mass: ``(round(f n),)`` masses of the kept jets (GeV).
         jsd: JSD between the kept and the uncut mass histograms.
+        random_jsd_q95: 95th percentile of that JSD for random subsets of the same size.
     """
 
     background_efficiency: float
     threshold: float
     kept_mass: np.ndarray
     jsd: float
+    random_jsd_q95: float
 
 
 class SculptingResult(NamedTuple):
@@ -114,6 +118,7 @@ def mass_sculpting(
     background_efficiencies: Sequence[float] = (0.5, 0.1, 0.01),
     num_bins: int = 40,
     max_samples: int = 2_000,
+    num_random: int = 200,
     seed=0,
 ) -> SculptingResult:
     """Background mass after score cuts, their JSD to the uncut mass, and correlations.
@@ -122,16 +127,20 @@ def mass_sculpting(
         mass: ``(n,)`` background jet masses (GeV); score: ``(n,)`` (higher = kept first).
         background_efficiencies: kept fractions f of the background.
         num_bins: equal-width mass bins over the uncut range.
-        max_samples, seed: subsample for the distance correlation.
+        max_samples: subsample for the distance correlation. num_random: random subsets per cut for
+            the no-sculpting reference. seed: of both.
     """
     mass, score = _check_pair(mass, score)
     edges = histogram_edges(mass, mass, num_bins=num_bins, binning="union")
     uncut = normalised_histogram(mass, edges)
+    rng = as_rng(seed)
     cuts = []
     for fraction in background_efficiencies:
         kept, threshold = top_score_fraction(score, fraction)
         jsd = jsd_from_histograms(normalised_histogram(mass[kept], edges), uncut)
-        cuts.append(MassCut(float(fraction), threshold, mass[kept], jsd))
+        random_jsds = [jsd_from_histograms(normalised_histogram(rng.choice(mass, len(kept), replace=False), edges),
+                                           uncut) for _ in range(num_random)]
+        cuts.append(MassCut(float(fraction), threshold, mass[kept], jsd, float(np.quantile(random_jsds, 0.95))))
     return SculptingResult(
         tuple(cuts),
         pearson_correlation(mass, score),
