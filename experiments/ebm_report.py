@@ -65,7 +65,6 @@ REPORT_ROWS = (
 )
 
 
-
 def target_checks(mean: dict[str, float]) -> list[tuple[str, str, bool]]:
     """The CPU preset's targets on the mean over seeds: ``(target, measured, met)`` rows.
 

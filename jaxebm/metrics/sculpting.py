@@ -131,6 +131,8 @@ def mass_sculpting(
             the no-sculpting reference. seed: of both.
     """
     mass, score = _check_pair(mass, score)
+    if num_random < 1:
+        raise MetricInputError(f"num_random must be >= 1, got {num_random}")
     edges = histogram_edges(mass, mass, num_bins=num_bins, binning="union")
     uncut = normalised_histogram(mass, edges)
     rng = as_rng(seed)
