@@ -298,6 +298,22 @@ def torch_runners(peer, make_run: Callable[[Callable], Callable[[], object]], bu
     return runs, first, errors
 
 
+def time_against_peer(runs: dict, first: dict, peer, make_run: Callable, build: Callable, device, repeats: int,
+                      warmup: int) -> tuple[dict, dict]:
+    """Add the peer's runners (`torch_runners`; none when ``peer`` is None) to ``runs`` and ``first``, time
+    all runners alternating, free the peer's memory; returns (timings, the peer's errors)."""
+    errors, syncs = {}, {}
+    if peer is not None:
+        torch_runs, torch_first, errors = torch_runners(peer, make_run, build, device)
+        runs.update(torch_runs)
+        first.update(torch_first)
+        syncs = {name: (lambda _: peer.sync(device)) for name in torch_runs}
+    timings = time_alternating(runs, repeats, warmup=warmup, syncs=syncs)
+    if peer is not None:
+        peer.release_memory(device)
+    return timings, errors
+
+
 # ---------------------------------------------------------------- sections
 
 def langevin_case(case: LangevinCase, precision: str, plan: Plan, peer, torch_device, ceilings: dict,
@@ -309,27 +325,21 @@ def langevin_case(case: LangevinCase, precision: str, plan: Plan, peer, torch_de
     params = init_params(model, x0, mask)
     jitted, run, compiled = jax_langevin(model, params, x0, mask, case.steps, precision)
     first_jax, x_end = timed_first_call(run)
-    runs, first, errors = {"jax": run}, {"jax": first_jax}, {}
+    runs, first = {"jax": run}, {"jax": first_jax}
     jax_extra = {"finite": bool(jnp.isfinite(x_end).all()), **executable_stats(compiled())}
-    syncs = {}
-    if peer is not None and precision in TORCH_PRECISIONS:
+    peer = peer if precision in TORCH_PRECISIONS else None
+    if peer is not None:
         xt, mt = torch_inputs(x0, mask, torch_device)
 
-        def build(compile_it):
-            module = peer.build_model(config, torch_device, precision)
-            peer.set_frozen(module, True)
-            return peer.compile_model(module) if compile_it else module
+    def build(compile_it):
+        module = peer.build_model(config, torch_device, precision)
+        peer.set_frozen(module, True)
+        return peer.compile_model(module) if compile_it else module
 
-        def make_run(energy):
-            return lambda: peer.langevin_chain(energy, xt, mt, case.steps, CHAIN.step_size, CHAIN.noise_scale)
+    def make_run(energy):
+        return lambda: peer.langevin_chain(energy, xt, mt, case.steps, CHAIN.step_size, CHAIN.noise_scale)
 
-        torch_runs, torch_first, errors = torch_runners(peer, make_run, build, torch_device)
-        runs.update(torch_runs)
-        first.update(torch_first)
-        syncs = {name: (lambda _: peer.sync(torch_device)) for name in torch_runs}
-    timings = time_alternating(runs, plan.repeats, warmup=plan.warmup, syncs=syncs)
-    if peer is not None:
-        peer.release_memory(torch_device)
+    timings, errors = time_against_peer(runs, first, peer, make_run, build, torch_device, plan.repeats, plan.warmup)
     jax_extra["cache_size"] = cache_size(jitted)
     flops = ebm_costs.langevin_step_flops(config) * case.batch * case.steps
     hbm = ebm_costs.hbm_bytes_per_jet_step(config, case.batch, BYTES_PER_ELEMENT[precision]) * case.batch * case.steps
@@ -402,23 +412,17 @@ def train_rows(plan: Plan, peer, torch_device, ceilings: dict, peak: dict | None
         holder[:] = step(holder[0], x_pos, mask_pos)
         return holder
 
-    runs, first, errors, syncs = {"jax": run}, {"jax": timed_first_call(run)[0]}, {}, {}
+    runs, first = {"jax": run}, {"jax": timed_first_call(run)[0]}
     if peer is not None:
         xt, _ = torch_inputs(x_pos, mask_pos, torch_device)
 
-        def build(compile_it):
-            module = peer.build_model(config, torch_device)
-            energy = peer.compile_model(module) if compile_it else module
-            return peer.TorchCD(module, energy, cd, N, NOISE_MEAN, NOISE_STD, torch_device)
+    def build(compile_it):
+        module = peer.build_model(config, torch_device)
+        energy = peer.compile_model(module) if compile_it else module
+        return peer.TorchCD(module, energy, cd, N, NOISE_MEAN, NOISE_STD, torch_device)
 
-        torch_runs, torch_first, errors = torch_runners(peer, lambda trainer: (lambda: trainer.step(xt)), build,
-                                                        torch_device)
-        runs.update(torch_runs)
-        first.update(torch_first)
-        syncs = {name: (lambda _: peer.sync(torch_device)) for name in torch_runs}
-    timings = time_alternating(runs, plan.train_repeats, warmup=plan.heavy_warmup, syncs=syncs)
-    if peer is not None:
-        peer.release_memory(torch_device)
+    timings, errors = time_against_peer(runs, first, peer, lambda trainer: (lambda: trainer.step(xt)), build,
+                                        torch_device, plan.train_repeats, plan.heavy_warmup)
     flops = ebm_costs.train_step_flops(config, cd.batch_size, cd.num_langevin_steps)
     iterations = ebm_costs.paper_schedule_iterations()
     rows = []
