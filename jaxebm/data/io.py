@@ -38,6 +38,7 @@ __all__ = [
     "JetSample",
     "count_jets",
     "jet_summary",
+    "massless_four_vectors",
     "read_jetnet",
     "read_jets",
     "read_top_tagging_landscape",
@@ -164,6 +165,12 @@ def count_jets(path: str | os.PathLike) -> int:
         return int(_dataset(file, path, "constituents").shape[0])
 
 
+def massless_four_vectors(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """``(..., 4)`` four-momenta ``(E, px, py, pz)`` of massless particles from ``pt`` (GeV), ``eta``, ``phi``
+    of any common shape; ``E = |p| = pt cosh(eta)``."""
+    return np.stack([pt * np.cosh(eta), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=-1)
+
+
 def jet_summary(constituents: np.ndarray, mask: np.ndarray, num_constituents: np.ndarray) -> np.ndarray:
     """Jet ``(pt, eta, phi, mass, n_constituents)`` float32 ``(n, 5)`` from summed constituents.
 
@@ -255,7 +262,7 @@ def read_jetnet(path: str | os.PathLike, start: int = 0, stop: int | None = None
     pt = particles[..., 2] * jet_pt[:, None]
     eta = particles[..., 0] + jet_eta[:, None]
     phi = particles[..., 1]
-    four_vectors = np.stack([pt * np.cosh(eta), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=-1)
+    four_vectors = massless_four_vectors(pt, eta, phi)
     jets = np.stack([jet_pt, jet_eta, np.zeros_like(jet_pt), jet_mass, num_particles], axis=1)
     sample = JetSample(
         constituents=np.where(mask[..., None], four_vectors, 0.0).astype(np.float32),

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxebm.data.io import massless_four_vectors
+
 __all__ = [
     "JetInputError",
     "Standardizer",
@@ -176,8 +178,7 @@ def features_to_four_vectors(features: Any, mask: Any, jet_eta: Any = 0.0, jet_p
     pt = np.exp(values[..., 0])
     eta = values[..., 1] + np.reshape(np.asarray(jet_eta, np.float64), (-1, 1))
     phi = values[..., 2] + np.reshape(np.asarray(jet_phi, np.float64), (-1, 1))
-    four_vectors = np.stack([pt * np.cosh(eta), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=-1)
-    return np.where(mask[..., None], four_vectors, 0.0).astype(_float_dtype(features))
+    return np.where(mask[..., None], massless_four_vectors(pt, eta, phi), 0.0).astype(_float_dtype(features))
 
 
 def _weighted_centroid(weights: np.ndarray, eta: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxebm.sampling import proposal
 
-__all__ = ["ChainState", "ChainInfo", "init", "run"]
+__all__ = ["ChainState", "ChainInfo", "init", "accept", "run"]
 
 
 class ChainState(NamedTuple):
@@ -51,6 +51,25 @@ def init(position: jax.Array, energy_fn: Callable) -> ChainState:
     position = jnp.asarray(position)
     energy, grad = proposal.energy_and_grad(energy_fn, position)
     return ChainState(position, energy, grad, jnp.zeros((), jnp.int32))
+
+
+def accept(key, log_ratio: jax.Array, state: ChainState, new_position: jax.Array,
+           new_energy: jax.Array, new_grad: jax.Array,
+           grad_norm_fn: Callable) -> tuple[ChainState, ChainInfo]:
+    """Metropolis-Hastings test of a proposal against `state`, for every chain.
+
+    Args:
+      log_ratio: `(B,)` log acceptance ratio (NaN rejects).
+      new_position, new_energy, new_grad: the proposal `(B, *event)`, `(B,)`, `(B, *event)`.
+      grad_norm_fn: `(position, grad) -> (B,)`, the gradient norm `ChainInfo` reports.
+    Returns:
+      the next state (count advanced) and its `ChainInfo` at the post-step position.
+    """
+    (position, energy, grad), accept_prob, is_accepted = proposal.metropolis(
+        key, log_ratio, (new_position, new_energy, new_grad),
+        (state.position, state.energy, state.energy_grad))
+    info = ChainInfo(energy, grad_norm_fn(position, grad), accept_prob, is_accepted)
+    return ChainState(position, energy, grad, state.count + 1), info
 
 
 def run(step_fn: Callable, key, state, num_steps: int, *, thin: int = 1, trace: bool = False):

@@ -91,11 +91,8 @@ def step(key, state: chain.ChainState, energy_fn: Callable, config: HMCConfig, *
 
     log_ratio = ((state.energy - new_energy) / config.temperature
                  + _kinetic(momentum, inverse_mass, free) - _kinetic(new_momentum, inverse_mass, free))
-    (x, energy, grad), accept_prob, is_accepted = proposal.metropolis(
-        key_accept, log_ratio, (new_x, new_energy, new_grad),
-        (state.position, state.energy, state.energy_grad))
-    info = chain.ChainInfo(energy, proposal.grad_norm(grad, free), accept_prob, is_accepted)
-    return chain.ChainState(x, energy, grad, state.count + 1), info
+    return chain.accept(key_accept, log_ratio, state, new_x, new_energy, new_grad,
+                        lambda _, grad: proposal.grad_norm(grad, free))
 
 
 def run_chain(key, x0: jax.Array, energy_fn: Callable, config: HMCConfig, num_steps: int, *,

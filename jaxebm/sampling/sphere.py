@@ -78,12 +78,8 @@ def step(key, state: chain.ChainState, energy_fn: Callable,
     log_ratio = (-(new_energy - state.energy) / config.temperature
                  + _log_q(new_z, z, reverse_mean, noise_scale)
                  - _log_q(z, new_z, forward_mean, noise_scale))
-    (z, energy, grad), accept_prob, is_accepted = proposal.metropolis(
-        key_accept, log_ratio, (new_z, new_energy, new_grad),
-        (state.position, state.energy, state.energy_grad))
-    grad_norm = jnp.linalg.norm(_tangent(z, grad), axis=-1)
-    info = chain.ChainInfo(energy, grad_norm, accept_prob, is_accepted)
-    return chain.ChainState(z, energy, grad, state.count + 1), info
+    return chain.accept(key_accept, log_ratio, state, new_z, new_energy, new_grad,
+                        lambda z, grad: jnp.linalg.norm(_tangent(z, grad), axis=-1))
 
 
 def run_chain(key, z0: jax.Array, energy_fn: Callable, config: LangevinConfig, num_steps: int, *,

@@ -13,6 +13,7 @@ from jaxebm.data.io import (
     JetSample,
     count_jets,
     jet_summary,
+    massless_four_vectors,
     read_jetnet,
     read_jets,
     read_top_tagging_landscape,
@@ -20,17 +21,12 @@ from jaxebm.data.io import (
 )
 
 
-def _massless(pt, eta, phi):
-    """(E, px, py, pz) of massless particles, stacked on the last axis."""
-    return np.stack([pt * np.cosh(eta), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=-1)
-
-
 def _synthetic_sample(num_jets=12, num_slots=7, seed=0):
     rng = np.random.default_rng(seed)
     multiplicity = rng.integers(1, num_slots + 3, size=num_jets)  # some exceed num_slots (truncated)
     mask = np.arange(num_slots) < np.minimum(multiplicity, num_slots)[:, None]
     pt = np.sort(rng.exponential(20.0, size=(num_jets, num_slots)), axis=1)[:, ::-1] + 1.0
-    four_vectors = _massless(pt, rng.normal(0, 0.3, pt.shape), rng.normal(0, 0.3, pt.shape))
+    four_vectors = massless_four_vectors(pt, rng.normal(0, 0.3, pt.shape), rng.normal(0, 0.3, pt.shape))
     constituents = np.where(mask[..., None], four_vectors, 0.0).astype(np.float32)
     return JetSample(
         constituents=constituents,
@@ -189,7 +185,7 @@ def test_top_tagging_landscape_layout_is_converted(tmp_path):
     rng = np.random.default_rng(4)
     num_jets, multiplicity = 9, rng.integers(1, 200, size=9)
     pt = np.sort(rng.exponential(10.0, (num_jets, 200)), axis=1)[:, ::-1] + 0.5
-    four_vectors = _massless(pt, rng.normal(0, 0.4, pt.shape), rng.normal(1.0, 0.4, pt.shape))
+    four_vectors = massless_four_vectors(pt, rng.normal(0, 0.4, pt.shape), rng.normal(1.0, 0.4, pt.shape))
     real = np.arange(200) < multiplicity[:, None]
     constituents = np.where(real[..., None], four_vectors, 0.0).astype(np.float32)
     labels = rng.integers(0, 2, num_jets)
@@ -216,6 +212,16 @@ def test_landscape_reader_names_missing_pieces(tmp_path):
         file.create_dataset("table/block0_values", data=np.ones((3, 4), np.float32))
     with pytest.raises(JetFileError, match="no column 'is_signal_new'"):
         read_top_tagging_landscape(tmp_path / "no_label.h5")
+
+
+def test_massless_four_vectors_have_the_requested_kinematics():
+    rng = np.random.default_rng(5)
+    pt, eta, phi = rng.uniform(1, 100, (3, 4)), rng.uniform(-2, 2, (3, 4)), rng.uniform(-3, 3, (3, 4))
+    energy, px, py, pz = np.moveaxis(massless_four_vectors(pt, eta, phi), -1, 0)
+    np.testing.assert_allclose(np.hypot(px, py), pt, rtol=1e-12)
+    np.testing.assert_allclose(np.arcsinh(pz / pt), eta, rtol=1e-12)
+    np.testing.assert_allclose(np.arctan2(py, px), phi, rtol=1e-12)
+    np.testing.assert_allclose(energy, np.sqrt(px**2 + py**2 + pz**2), rtol=1e-12)
 
 
 def test_jetnet_layout_is_rebuilt_as_massless_constituents(tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxebm.data import observables
+from jaxebm.data.io import massless_four_vectors
 from jaxebm.data.observables import efps_d4, efps_w1, jet_kinematics, nsubjettiness, tau_ratios
 
 # energyflow 1.4.0: EFPSet('d<=4', measure='hadr', beta=1, normed=True).graphs(), in its order.
@@ -25,10 +26,6 @@ ENERGYFLOW_D4_GRAPHS = [
     [(0, 1), (2, 3), (4, 5), (4, 6)], [(0, 1), (2, 3), (4, 5), (6, 7)],
 ]  # fmt: skip
 W1_GRAPHS = [12, 14, 15, 16, 17]  # energyflow EFPSet(('n==', 4), ('d==', 4), ('p==', 1))
-
-
-def massless(pt, eta, phi):
-    return np.stack([pt * np.cosh(eta), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=-1)
 
 
 def random_jets(seed, num_jets=40, num_slots=25, min_constituents=1):
@@ -56,7 +53,7 @@ def brute_force_efp(edges, z, theta):
 
 def test_jet_kinematics_match_fastjet():
     pt, eta, phi, mask = random_jets(0)
-    constituents = np.where(mask[..., None], massless(pt, eta, phi), np.nan)
+    constituents = np.where(mask[..., None], massless_four_vectors(pt, eta, phi), np.nan)
     kinematics = jet_kinematics(constituents, mask)
     for jet in range(len(mask)):
         total = fastjet.PseudoJet(0.0, 0.0, 0.0, 0.0)
@@ -73,10 +70,10 @@ def test_jet_kinematics_match_fastjet():
 
 def test_jet_mass_of_two_massless_particles():
     pt, eta, phi = np.array([[100.0, 50.0]]), np.array([[0.3, -0.2]]), np.array([[0.1, 0.5]])
-    kinematics = jet_kinematics(massless(pt, eta, phi), np.ones((1, 2), bool))
+    kinematics = jet_kinematics(massless_four_vectors(pt, eta, phi), np.ones((1, 2), bool))
     expected = np.sqrt(2 * 100 * 50 * (np.cosh(0.5) - np.cos(0.4)))
     assert kinematics["mass"][0] == pytest.approx(expected, rel=1e-12)
-    single = jet_kinematics(massless(pt[:, :1], eta[:, :1], phi[:, :1]), np.ones((1, 1), bool))
+    single = jet_kinematics(massless_four_vectors(pt[:, :1], eta[:, :1], phi[:, :1]), np.ones((1, 1), bool))
     assert single["mass"][0] == pytest.approx(0.0, abs=1e-5)  # sqrt(max(m^2, 0)) of rounding noise
 
 

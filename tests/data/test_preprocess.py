@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxebm.data.io import massless_four_vectors
 from jaxebm.data.preprocess import (
     JetInputError,
     Standardizer,
@@ -20,11 +21,6 @@ from jaxebm.data.preprocess import (
 )
 
 
-def massless(pt, eta, phi):
-    """(..., 4) four-momenta (E, px, py, pz) of massless particles."""
-    return np.stack([pt * np.cosh(eta), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=-1)
-
-
 def synthetic_jets(seed, num_jets=64, num_slots=30, jet_phi=None, garbage=True):
     """Random massless jets around random axes, pT-ordered, with garbage in the padded slots."""
     rng = np.random.default_rng(seed)
@@ -34,7 +30,7 @@ def synthetic_jets(seed, num_jets=64, num_slots=30, jet_phi=None, garbage=True):
     eta = axis_eta + rng.normal(0, 0.2, (num_jets, num_slots))
     phi = wrap_phi(axis_phi + rng.normal(0, 0.2, (num_jets, num_slots)))
     mask = np.arange(num_slots) < rng.integers(2, num_slots + 1, (num_jets, 1))
-    constituents = massless(pt, eta, phi)
+    constituents = massless_four_vectors(pt, eta, phi)
     if garbage:
         constituents = np.where(mask[..., None], constituents, rng.normal(0, 1e6, constituents.shape))
     return constituents, mask
@@ -44,7 +40,7 @@ def test_pt_eta_phi_recovers_the_generating_values():
     rng = np.random.default_rng(0)
     pt, eta, phi = rng.uniform(1, 100, (5, 7)), rng.uniform(-3, 3, (5, 7)), rng.uniform(-np.pi, np.pi, (5, 7))
     mask = np.ones((5, 7), bool)
-    got = constituent_pt_eta_phi(massless(pt, eta, phi), mask)
+    got = constituent_pt_eta_phi(massless_four_vectors(pt, eta, phi), mask)
     for value, expected in zip(got, (pt, eta, phi)):
         np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-12)
 
