@@ -51,6 +51,8 @@ class DataConfig:
 
     jet_radius: anti-kT R (paper: 1.0). num_train_jets: QCD jets for training + validation.
     num_test_jets: jets per test set (QCD, top, H). val_fraction: share of the training file held out.
+    train_fraction: share of the remaining jets trained on (learning curves over data size; the
+    validation jets do not change with it).
     num_constituents: N slots per jet. generator_seed, num_workers: Pythia seeding and processes.
     """
 
@@ -59,9 +61,16 @@ class DataConfig:
     num_train_jets: int = 30_000
     num_test_jets: int = 5_000
     val_fraction: float = 0.1
+    train_fraction: float = 1.0
     num_constituents: int = 40
     generator_seed: int = 101
     num_workers: int = 2
+
+    def __post_init__(self):
+        for name in ("val_fraction", "train_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0 or (name == "val_fraction" and value == 1.0):
+                raise ValueError(f"data.{name} must be in (0, 1{']' if name == 'train_fraction' else ')'}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,18 @@ def ensure_data(config: DataConfig) -> dict[str, Path]:
     return paths
 
 
+def train_val_rows(num_jets: int, config: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted training and validation row indices of the training file (a random split by ``seed``).
+
+    Training keeps a random ``train_fraction`` of its share (at least one jet); validation is the
+    same for every fraction.
+    """
+    train_rows, val_rows = split_indices(num_jets, (1 - config.val_fraction, config.val_fraction), seed=seed)
+    num_kept = max(1, round(config.train_fraction * len(train_rows)))
+    kept = np.random.default_rng(seed).permutation(len(train_rows))[:num_kept]
+    return train_rows[np.sort(kept)], val_rows
+
+
 def _subset(sample: JetSample, rows: np.ndarray) -> JetSample:
     labels = None if sample.labels is None else sample.labels[rows]
     return JetSample(sample.constituents[rows], sample.mask[rows], sample.jets[rows], labels, {})
@@ -138,8 +159,7 @@ def make_validation_fn(model, pipeline, noise_fn, val_sample: JetSample, config:
 def train_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dict[str, Path]):
     """Train one seed (resuming if checkpoints exist); returns model, pipeline, noise_fn, best EMA params."""
     train_file = read_jets(paths["train"])
-    train_rows, val_rows = split_indices(len(train_file.jets), (1 - config.data.val_fraction, config.data.val_fraction),
-                                         seed=seed)
+    train_rows, val_rows = train_val_rows(len(train_file.jets), config.data, seed)
     pipeline = ConstituentPipeline.fit(_subset(train_file, train_rows), num_constituents=config.data.num_constituents,
                                        padding_mode=config.cd.padding_mode)
     (run_dir / "pipeline.json").write_text(json.dumps(pipeline.to_dict(), indent=2))

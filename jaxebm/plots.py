@@ -54,12 +54,14 @@ def _save(fig: Figure, path) -> pathlib.Path:
     return path
 
 
-def _plot_edges(real: np.ndarray, gen: np.ndarray, num_bins: int) -> np.ndarray:
-    """Equal-width bins over the 0.1-99.9% quantile range of both samples together."""
-    low, high = np.quantile(np.concatenate([real, gen]), [0.001, 0.999])
+def _plot_edges(real: np.ndarray, num_bins: int) -> np.ndarray:
+    """Equal-width bins over the 0.1-99.9% quantile range of the real sample, widened by 10% on
+    each side (generated values outside land in the outer bins, so tails stay visible)."""
+    low, high = np.quantile(real, [0.001, 0.999])
     if high <= low:
         low, high = low - 0.5, high + 0.5
-    return np.linspace(low, high, num_bins + 1)
+    margin = 0.1 * (high - low)
+    return np.linspace(low - margin, high + margin, num_bins + 1)
 
 
 def _density_with_errors(values: np.ndarray, edges: np.ndarray):
@@ -73,7 +75,7 @@ def _draw_comparison(top, bottom, real, gen, *, label: str, num_bins: int, names
     """Main panel (both densities) and ratio panel (gen / real) for one 1-D observable."""
     real = np.asarray(real, np.float64).ravel()
     gen = np.asarray(gen, np.float64).ravel()
-    edges = _plot_edges(real, gen, num_bins)
+    edges = _plot_edges(real, num_bins)
     centres = 0.5 * (edges[1:] + edges[:-1])
     real_density, real_error = _density_with_errors(real, edges)
     gen_density, gen_error = _density_with_errors(gen, edges)
@@ -117,18 +119,17 @@ def _comparison_grid(
     labels = {**OBSERVABLE_LABELS, **(labels or {})}
     num_cols = min(3, len(keys))
     num_rows = math.ceil(len(keys) / num_cols)
-    fig = Figure(figsize=(4.2 * num_cols, 4.2 * num_rows))
-    grid = fig.add_gridspec(2 * num_rows, num_cols, height_ratios=[3, 1] * num_rows, hspace=0.08)
+    fig = Figure(figsize=(4.2 * num_cols, 4.4 * num_rows))
+    cells = fig.add_gridspec(num_rows, num_cols, hspace=0.3, wspace=0.35)
     for i, key in enumerate(keys):
-        row, col = divmod(i, num_cols)
-        top = fig.add_subplot(grid[2 * row, col])
-        bottom = fig.add_subplot(grid[2 * row + 1, col], sharex=top)
+        panels = cells[divmod(i, num_cols)].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.06)
+        top = fig.add_subplot(panels[0])
+        bottom = fig.add_subplot(panels[1], sharex=top)
         top.tick_params(labelbottom=False)
         _draw_comparison(
             top, bottom, real[key], gen[key],
             label=labels.get(key, key), num_bins=num_bins, names=names,
         )  # fmt: skip
-    fig.subplots_adjust(hspace=0.45, wspace=0.3)
     return _save(fig, path)
 
 
@@ -147,7 +148,7 @@ def plot_observable_histograms(
         real, gen: ``{name: (n,) values}``, e.g. ``jet_kinematics`` outputs (GeV for pT, mass).
         path: output PNG.
         labels: axis labels per name (defaults in ``OBSERVABLE_LABELS``, else the name).
-        num_bins: equal-width bins over the 0.1-99.9% range of both samples.
+        num_bins: equal-width bins over the real sample's 0.1-99.9% range, widened by 10% per side.
         names: legend names of the two samples.
     """
     return _comparison_grid(real, gen, path, labels=labels, num_bins=num_bins, names=names)

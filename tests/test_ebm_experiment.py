@@ -66,3 +66,14 @@ def test_target_checks_compare_the_mean_with_each_target():
             "anomaly_energy.sculpt_jsd_keep0.5": 0.002, "anomaly_energy.sculpt_random_jsd_q95_keep0.5": 0.003,
             "anomaly_energy.sculpt_jsd_keep0.1": 0.05, "anomaly_energy.sculpt_random_jsd_q95_keep0.1": 0.02}
     assert [met for _, _, met in target_checks(mean)] == [True, False, True, False, True, False]
+
+
+def test_train_fraction_keeps_a_random_subset_and_the_same_validation_jets():
+    full_train, full_val = ebm_jets.train_val_rows(1000, ebm_jets.DataConfig(), seed=3)
+    train, val = ebm_jets.train_val_rows(1000, ebm_jets.DataConfig(train_fraction=0.25), seed=3)
+    np.testing.assert_array_equal(val, full_val)
+    assert len(train) == round(0.25 * len(full_train)) and set(train) <= set(full_train)
+    assert train.max() > 800  # drawn from the whole file, not its first rows
+    for bad in ({"train_fraction": 0.0}, {"train_fraction": 1.5}, {"val_fraction": 1.0}):
+        with pytest.raises(ValueError, match="must be in"):
+            ebm_jets.DataConfig(**bad)
