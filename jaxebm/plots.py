@@ -122,7 +122,7 @@ def _comparison_grid(
     fig = Figure(figsize=(4.2 * num_cols, 4.4 * num_rows))
     cells = fig.add_gridspec(num_rows, num_cols, hspace=0.3, wspace=0.35)
     for i, key in enumerate(keys):
-        panels = cells[divmod(i, num_cols)].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.06)
+        panels = cells[divmod(i, num_cols)].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.12)
         top = fig.add_subplot(panels[0])
         bottom = fig.add_subplot(panels[1], sharex=top)
         top.tick_params(labelbottom=False)
