@@ -3,7 +3,8 @@
 Each seed directory logs ``eval`` rows (JSD of pT, M and M/pT between validation-length chains and
 validation QCD jets) to its ``metrics.jsonl``. This script puts the runs of one or more variants
 (preset, length, size, data) on one figure, next to the noise-initialised chains and the
-truth-vs-truth floor from the runs' ``results.json``, and tabulates the curve:
+truth-vs-truth floor from the runs' ``results.json``, and tabulates the curve and each variant's
+test-set results at its selected checkpoint:
 
     python -m experiments.ebm_learning_curve "cpu=runs/ebm_jets/cpu/seed_*" \\
         "cpu, 2400 iterations=runs/ebm_jets/cpu_long/seed_0" --out runs/ebm_jets/cpu
@@ -28,6 +29,12 @@ from jaxebm.train.monitor import read_metrics
 
 CURVE_KEYS = {"val_jsd_pt": "JSD(pT)", "val_jsd_mass": "JSD(M)", "val_jsd_m_over_pt": "JSD(M/pT)"}
 LEVEL_SECTIONS = {"noise_init": "noise-initialised chains", "truth_vs_truth": "truth vs truth"}
+FINAL_KEYS = {  # results.json entries of the test-set evaluation at the selected checkpoint
+    "best_step": "checkpoint", "generated.jsd_pt": "JSD(pT)", "generated.jsd_mass": "JSD(M)",
+    "generated.jsd_m_over_pt": "JSD(M/pT)", "anomaly_energy.auc_top": "AUC top, E",
+    "anomaly_energy.auc_h_hh_4b": "AUC H, E", "anomaly_score_norm.auc_top": "AUC top, ‖grad E‖",
+    "anomaly_score_norm.auc_h_hh_4b": "AUC H, ‖grad E‖",
+}
 
 
 def read_curve(run_dir: Path) -> dict[str, list[float]]:
@@ -50,6 +57,17 @@ def read_levels(run_dirs: list[Path]) -> dict[str, dict[str, float]]:
     results = [json.loads((d / "results.json").read_text()) for d in run_dirs if (d / "results.json").exists()]
     return {section: {k: float(np.mean([r[section][k.removeprefix("val_")] for r in results])) for k in CURVE_KEYS}
             for section in LEVEL_SECTIONS if results}
+
+
+def read_final(run_dirs: list[Path]) -> dict[str, list[float]]:
+    """``{key: [value per run]}`` of ``FINAL_KEYS`` over the runs that have a ``results.json``."""
+    results = [json.loads((d / "results.json").read_text()) for d in run_dirs if (d / "results.json").exists()]
+
+    def lookup(result: dict, key: str) -> float:
+        section, _, name = key.partition(".")
+        return float(result[section][name] if name else result[section])
+
+    return {key: [lookup(r, key) for r in results] for key in FINAL_KEYS} if results else {}
 
 
 def parse_variants(specs: list[str]) -> dict[str, list[Path]]:
@@ -101,18 +119,34 @@ def curve_table(curves: dict[str, dict[str, dict]]) -> list[str]:
     return lines
 
 
+def final_table(finals: dict[str, dict[str, list[float]]]) -> list[str]:
+    """Markdown rows: per variant, the mean ± std over its runs of the test-set results."""
+    lines = ["| variant | runs | " + " | ".join(FINAL_KEYS.values()) + " |",
+             "| --- | ---: |" + " ---: |" * len(FINAL_KEYS)]
+    for variant, values in finals.items():
+        cells = [f"{np.mean(v):.0f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.0f}" if key == "best_step"
+                 else f"{np.mean(v):.3g} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2g}" for key, v in values.items()]
+        lines.append(f"| {variant} | {len(values['best_step'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_learning_curve(variants: dict[str, list[Path]], out_dir: Path) -> dict:
     """Figure, JSON and markdown of the learning curves of ``variants``; returns the JSON content."""
     curves = {label: {str(d): read_curve(d) for d in dirs} for label, dirs in variants.items()}
     levels = read_levels([d for dirs in variants.values() for d in dirs])
     plot_learning_curves(curves, levels, out_dir / "learning_curve.png")
-    content = {"curves": curves, "levels": levels}
+    finals = {label: final for label, dirs in variants.items() if (final := read_final(dirs))}
+    content = {"curves": curves, "levels": levels, "final": finals}
     lines = ["# Learning curves: validation JSD against CD iterations", "",
              "Validation chains are the generation chains cut to `run.val_chain_steps` steps, on validation QCD jets.", ""]
     lines += ["Reference levels (mean over runs): " + "; ".join(
         f"{LEVEL_SECTIONS[s]} " + ", ".join(f"{CURVE_KEYS[k]} {v:.3g}" for k, v in lv.items()) for s, lv in levels.items()),
         ""] if levels else []
-    lines += curve_table(curves) + ["", "![learning curves](learning_curve.png)"]
+    lines += curve_table(curves) + ["", "![learning curves](learning_curve.png)", ""]
+    if finals:
+        lines += ["## Test sets at the selected checkpoint", "",
+                  "Generation: 200-step chains vs test QCD; anomaly AUCs on the test QCD, top and H -> hh -> 4b jets.", ""]
+        lines += final_table(finals)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("learning_curve.json", json.dumps(content, indent=2)), ("learning_curve.md", "\n".join(lines) + "\n")):
         tmp = out_dir / (name + ".tmp")

@@ -47,6 +47,11 @@ def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
     assert set(curves["levels"]) == {"noise_init", "truth_vs_truth"}
     table = (tmp_path / "curves" / "learning_curve.md").read_text()
     assert all(f"| smoke | {step} | 1 |" in table for step in eval_steps)
+    final = curves["final"]["smoke"]
+    assert final["best_step"][0] in eval_steps
+    assert final["anomaly_energy.auc_top"] == [json.loads((seed_dir / "results.json").read_text())
+                                               ["anomaly_energy"]["auc_top"]]
+    assert "## Test sets at the selected checkpoint" in table and "| smoke | 1 |" in table
     assert (tmp_path / "curves" / "learning_curve.png").stat().st_size > 0
 
 
