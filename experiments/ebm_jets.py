@@ -67,10 +67,10 @@ class DataConfig:
     num_workers: int = 2
 
     def __post_init__(self):
-        for name in ("val_fraction", "train_fraction"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0 or (name == "val_fraction" and value == 1.0):
-                raise ValueError(f"data.{name} must be in (0, 1{']' if name == 'train_fraction' else ')'}, got {value}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"data.train_fraction must be in (0, 1], got {self.train_fraction}")
 
 
 @dataclass(frozen=True)
