@@ -52,22 +52,24 @@ def read_curve(run_dir: Path) -> dict[str, list[float]]:
     return {"step": steps, **{k: [float(rows[s][k]) for s in steps] for k in CURVE_KEYS}}
 
 
-def read_levels(run_dirs: list[Path]) -> dict[str, dict[str, float]]:
-    """Mean JSDs of the noise-initialised chains and of truth vs truth over the runs with results."""
-    results = [json.loads((d / "results.json").read_text()) for d in run_dirs if (d / "results.json").exists()]
+def read_results(run_dirs: list[Path]) -> list[dict]:
+    """The ``results.json`` of each run that has finished (has one)."""
+    return [json.loads((d / "results.json").read_text()) for d in run_dirs if (d / "results.json").exists()]
+
+
+def mean_levels(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean JSDs of the noise-initialised chains and of truth vs truth over ``results``."""
     return {section: {k: float(np.mean([r[section][k.removeprefix("val_")] for r in results])) for k in CURVE_KEYS}
             for section in LEVEL_SECTIONS if results}
 
 
-def read_final(run_dirs: list[Path]) -> dict[str, list[float]]:
-    """``{key: [value per run]}`` of ``FINAL_KEYS`` over the runs that have a ``results.json``."""
-    results = [json.loads((d / "results.json").read_text()) for d in run_dirs if (d / "results.json").exists()]
-
+def final_values(results: list[dict]) -> dict[str, list[float]]:
+    """``{key: [value per run]}`` of ``FINAL_KEYS`` over ``results``."""
     def lookup(result: dict, key: str) -> float:
         section, _, name = key.partition(".")
         return float(result[section][name] if name else result[section])
 
-    return {key: [lookup(r, key) for r in results] for key in FINAL_KEYS} if results else {}
+    return {key: [lookup(r, key) for r in results] for key in FINAL_KEYS}
 
 
 def parse_variants(specs: list[str]) -> dict[str, list[Path]]:
@@ -133,9 +135,10 @@ def final_table(finals: dict[str, dict[str, list[float]]]) -> list[str]:
 def write_learning_curve(variants: dict[str, list[Path]], out_dir: Path) -> dict:
     """Figure, JSON and markdown of the learning curves of ``variants``; returns the JSON content."""
     curves = {label: {str(d): read_curve(d) for d in dirs} for label, dirs in variants.items()}
-    levels = read_levels([d for dirs in variants.values() for d in dirs])
+    results = {label: read_results(dirs) for label, dirs in variants.items()}
+    levels = mean_levels([r for variant_results in results.values() for r in variant_results])
     plot_learning_curves(curves, levels, out_dir / "learning_curve.png")
-    finals = {label: final for label, dirs in variants.items() if (final := read_final(dirs))}
+    finals = {label: final_values(variant_results) for label, variant_results in results.items() if variant_results}
     content = {"curves": curves, "levels": levels, "final": finals}
     lines = ["# Learning curves: validation JSD against CD iterations", "",
              "Validation chains are the generation chains cut to `run.val_chain_steps` steps, on validation QCD jets.", ""]
