@@ -1,10 +1,11 @@
 """The EBM for jets (Cheng & Courville, NeurIPS 2023) end to end on our own Pythia jets.
 
 For each seed: train the masked-transformer energy on QCD jets by contrastive divergence (Algorithm 1),
-select the checkpoint with the best validation generation JSD (EMA parameters, validation QCD jets
-only), generate jets with the paper's long annealed chains, score QCD / top / H -> hh -> 4b test jets
-by energy and score norm, and write a run directory; then a summary over seeds with the paper's
-Tables 2-3 side by side.
+select the checkpoint whose validation chains come closest to the validation QCD jets (EMA parameters,
+unbinned W1 distance of jet pT, mass and M/pT, `jaxebm.evaluation.selection_distance`), generate jets
+with the paper's long annealed chains, score QCD / top / H -> hh -> 4b test jets by energy and score
+norm, and write a run directory; then a summary over seeds with the paper's Tables 2-3 side by side,
+each number in the paper's own convention.
 
     python -m experiments.ebm_jets --preset cpu                      # 3 seeds, <= ~20 min each on 2 cores
     python -m experiments.ebm_jets --preset cpu --seeds 0 --set run.num_steps=200
@@ -32,7 +33,7 @@ from jaxebm.data.generate import GenerationConfig as JetGenerationConfig, genera
 from jaxebm.data.io import JetSample, read_jets, write_jets
 from jaxebm.data.loader import BatchIterator, split_indices
 from jaxebm.data.pipeline import ConstituentPipeline
-from jaxebm.evaluation import anomaly_quality, generation_quality
+from jaxebm.evaluation import anomaly_quality, generation_quality, selection_distance
 from jaxebm.inference import GenerationConfig, anomaly_scores, generate
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn
@@ -42,6 +43,7 @@ from jaxebm.train.state import create_train_state
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TEST_PROCESSES = ("qcd", "top", "h_hh_4b")
+BEST_METRIC = "val_distance"
 SIGNALS = ("top", "h_hh_4b")
 
 
@@ -54,6 +56,8 @@ class DataConfig:
     train_fraction: share of the remaining jets trained on (learning curves over data size; the
     validation jets do not change with it).
     num_constituents: N slots per jet. generator_seed, num_workers: Pythia seeding and processes.
+    feature_space: "raw" (the paper's) or "standardized": where chains, data noise, chain starts and
+    the model live (`jaxebm.data.pipeline`).
     """
 
     data_dir: str = "runs/data/ebm_r10"
@@ -65,6 +69,7 @@ class DataConfig:
     num_constituents: int = 40
     generator_seed: int = 101
     num_workers: int = 2
+    feature_space: str = "raw"
 
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
@@ -134,15 +139,10 @@ def _subset(sample: JetSample, rows: np.ndarray) -> JetSample:
     return JetSample(sample.constituents[rows], sample.mask[rows], sample.jets[rows], labels, {})
 
 
-def _real_four_vectors(pipeline: ConstituentPipeline, sample: JetSample) -> tuple[np.ndarray, np.ndarray]:
-    """Real jets as the model sees them (N leading constituents, centred, rotated), back in four-vectors."""
-    x, model_mask, real_mask = pipeline.transform(sample)
-    return pipeline.to_four_vectors(x, real_mask), real_mask
-
-
 def make_validation_fn(model, pipeline, noise_fn, val_sample: JetSample, config: ExperimentConfig):
-    """``eval_fn(state)``: JSD(pT) + JSD(M) of validation-length chains (EMA params) vs validation QCD."""
-    real_p4, real_mask = _real_four_vectors(pipeline, val_sample)
+    """``eval_fn(state)``: validation-length chains (EMA params) vs validation QCD jets: the selection
+    distance (``val_distance`` and its bootstrap error ``val_distance_err``) and the JSDs."""
+    real_p4, real_mask = pipeline.jets_as_model_sees(val_sample)
     gen_config = dataclasses.replace(config.generation, num_steps=config.run.val_chain_steps,
                                      batch_size=min(config.generation.batch_size, config.run.num_val_jets))
 
@@ -150,8 +150,10 @@ def make_validation_fn(model, pipeline, noise_fn, val_sample: JetSample, config:
         key = jax.random.fold_in(jax.random.key(12345), int(state.step))
         x, mask = generate(key, model, state.ema_params, noise_fn, gen_config, config.run.num_val_jets,
                            progress=False)
-        quality = generation_quality(real_p4, real_mask, pipeline.to_four_vectors(x, mask), mask, with_jetnet=False)
-        return {f"val_{k}": v for k, v in quality.items()} | {"val_jsd_sum": quality["jsd_pt"] + quality["jsd_mass"]}
+        gen_p4 = pipeline.to_four_vectors(x, mask)
+        quality = generation_quality(real_p4, real_mask, gen_p4, mask, with_jetnet=False)
+        distance, error = selection_distance(real_p4, real_mask, gen_p4, mask, seed=int(state.step))
+        return {f"val_{k}": v for k, v in quality.items()} | {"val_distance": distance, "val_distance_err": error}
 
     return eval_fn
 
@@ -161,7 +163,7 @@ def train_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dict[s
     train_file = read_jets(paths["train"])
     train_rows, val_rows = train_val_rows(len(train_file.jets), config.data, seed)
     pipeline = ConstituentPipeline.fit(_subset(train_file, train_rows), num_constituents=config.data.num_constituents,
-                                       padding_mode=config.cd.padding_mode)
+                                       padding_mode=config.cd.padding_mode, feature_space=config.data.feature_space)
     (run_dir / "pipeline.json").write_text(json.dumps(pipeline.to_dict(), indent=2))
     cd_config = dataclasses.replace(config.cd, steps_per_epoch=max(1, len(train_rows) // config.cd.batch_size))
     model = TransformerEnergy(config.model)
@@ -177,11 +179,11 @@ def train_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dict[s
     state = create_train_state(jax.random.key(seed), model, cd_config, example_x, example_mask, noise_fn)
     loop_config = LoopConfig(num_steps=config.run.num_steps, iterations_per_call=cd_config.iterations_per_call,
                              log_every=config.run.log_every, checkpoint_every=config.run.checkpoint_every,
-                             eval_every=config.run.eval_every, best_metric="val_jsd_sum", best_mode="min")
+                             eval_every=config.run.eval_every, best_metric=BEST_METRIC, best_mode="min")
     eval_fn = make_validation_fn(model, pipeline, noise_fn, _subset(train_file, val_rows), config)
     step_fn = make_cd_step(model, cd_config, noise_fn)
     state = train_loop(step_fn, state, batches, run_dir, loop_config, eval_fn=eval_fn, run_config=config)
-    with Checkpointer(run_dir / "checkpoints", best_metric="val_jsd_sum", best_mode="min") as ckpt:
+    with Checkpointer(run_dir / "checkpoints", best_metric=BEST_METRIC, best_mode="min") as ckpt:
         template = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
         has_best = bool(ckpt.steps(best=True))
         best_state, meta = ckpt.restore(template, best=True) if has_best else (state, {"step": int(state.step)})
@@ -190,10 +192,22 @@ def train_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dict[s
 
 def evaluate_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dict[str, Path], model, pipeline,
                   noise_fn, params) -> dict:
-    """Generation quality, anomaly scores and sculpting on the test sets; writes samples.h5 and plots."""
+    """Generation quality, anomaly scores and sculpting on the test sets; writes samples.h5 and plots.
+
+    Score norms: ``anomaly_score_norm`` in the paper's raw (log pT, eta, phi) coordinates; with
+    standardised features also ``anomaly_score_norm_model`` in the model's space. The truth-vs-truth
+    floor compares as many training-file jets with the test QCD jets as there are generated jets.
+    """
     tests = {p: read_jets(paths[p], 0, config.data.num_test_jets) for p in TEST_PROCESSES}
     inputs = {p: pipeline.transform(s) for p, s in tests.items()}
-    scores = {p: anomaly_scores(model, params, x, model_mask) for p, (x, model_mask, _) in inputs.items()}
+    score_spaces = {"score_norm": pipeline.raw_scale}
+    if pipeline.feature_space != "raw":
+        score_spaces["score_norm_model"] = None
+    scores = {}
+    for p, (x, model_mask, _) in inputs.items():
+        norms = {name: anomaly_scores(model, params, x, model_mask, coordinate_scale=scale)
+                 for name, scale in score_spaces.items()}
+        scores[p] = {"energy": norms["score_norm"][0], **{name: norm for name, (_, norm) in norms.items()}}
 
     key_gen, key_noise = jax.random.split(jax.random.key(10_000 + seed))
     gen_x, gen_mask = generate(key_gen, model, params, noise_fn, config.generation, config.run.num_generated_jets)
@@ -202,26 +216,30 @@ def evaluate_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dic
     noise_x, noise_mask = np.asarray(noise_x), np.asarray(noise_mask)
     noise_energy, _ = anomaly_scores(model, params, noise_x, noise_mask)
 
-    real_p4, real_mask = _real_four_vectors(pipeline, tests["qcd"])
+    real_p4, real_mask = pipeline.jets_as_model_sees(tests["qcd"])
     gen_p4 = pipeline.to_four_vectors(gen_x, gen_mask)
-    train_file = read_jets(paths["train"], 0, config.data.num_test_jets)
-    truth_p4, truth_mask = _real_four_vectors(pipeline, train_file)
+    truth_p4, truth_mask = pipeline.jets_as_model_sees(read_jets(paths["train"], 0, config.run.num_generated_jets))
+    noise_p4 = pipeline.to_four_vectors(noise_x, noise_mask)
     results = {
         "seed": seed,
+        "feature_space": pipeline.feature_space,
         "generated": generation_quality(real_p4, real_mask, gen_p4, gen_mask, seed=seed),
-        "noise_init": generation_quality(real_p4, real_mask, pipeline.to_four_vectors(noise_x, noise_mask), noise_mask,
-                                         with_jetnet=False),
+        "noise_init": generation_quality(real_p4, real_mask, noise_p4, noise_mask, with_jetnet=False),
         "truth_vs_truth": generation_quality(real_p4, real_mask, truth_p4, truth_mask, seed=seed),
     }
+    for section, (p4, mask) in (("generated", (gen_p4, gen_mask)), ("noise_init", (noise_p4, noise_mask)),
+                                ("truth_vs_truth", (truth_p4, truth_mask))):
+        distance, error = selection_distance(real_p4, real_mask, p4, mask, seed=seed)
+        results[section] |= {"distance": distance, "distance_err": error}
     qcd_mass = tests["qcd"].jets[:, 3]
-    for score_index, score_name in enumerate(("energy", "score_norm")):
+    for score_name in scores["qcd"]:
         results[f"anomaly_{score_name}"] = anomaly_quality(
-            scores["qcd"][score_index], {p: scores[p][score_index] for p in SIGNALS}, background_mass=qcd_mass)
+            scores["qcd"][score_name], {p: scores[p][score_name] for p in SIGNALS}, background_mass=qcd_mass)
     write_jets(run_dir / "samples.h5", JetSample(
         gen_p4.astype(np.float32), gen_mask, np.zeros((len(gen_p4), 5), np.float32), None,
         {"model": "ebm", "seed": seed, "space": "centred and rotated jet frame (eta, phi relative to the axis)"}))
     write_seed_report(run_dir, results, tests=tests, scores=scores, noise_energy=noise_energy,
-                      real=(real_p4, real_mask, pipeline.to_raw_features(*inputs["qcd"][::2])),
+                      real=(real_p4, real_mask, pipeline.to_raw_features(*inputs["qcd"][:2])),
                       generated=(gen_p4, gen_mask, pipeline.to_raw_features(gen_x, gen_mask)))
     return results
 

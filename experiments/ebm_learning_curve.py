@@ -1,7 +1,10 @@
-"""Learning curves of `experiments.ebm_jets` runs: validation JSDs against CD iterations, per variant.
+"""Learning curves of `experiments.ebm_jets` runs: validation distances against CD iterations, per variant.
 
-Each seed directory logs ``eval`` rows (JSD of pT, M and M/pT between validation-length chains and
-validation QCD jets) to its ``metrics.jsonl``. This script puts the runs of one or more variants
+Each seed directory logs ``eval`` rows to its ``metrics.jsonl``: the checkpoint-selection distance
+``D`` (sum of W1 of jet pT, mass and M/pT over the real spread, with its bootstrap error) and the JSDs
+of pT, M and M/pT between validation-length chains and validation QCD jets. The figure shows ``D`` with
+its error bars and the selected checkpoint of each run; the table lists, per run, the checkpoints
+whose ``D`` is within one error of the selected one (the selection cannot tell them apart). This script puts the runs of one or more variants
 (preset, length, size, data) on one figure, next to the noise-initialised chains and the
 truth-vs-truth floor from the runs' ``results.json``, and tabulates the curve and each variant's
 test-set results at its selected checkpoint:
@@ -27,7 +30,9 @@ from matplotlib.figure import Figure
 
 from jaxebm.train.monitor import read_metrics
 
-CURVE_KEYS = {"val_jsd_pt": "JSD(pT)", "val_jsd_mass": "JSD(M)", "val_jsd_m_over_pt": "JSD(M/pT)"}
+CURVE_KEYS = {"val_distance": "selection distance D", "val_jsd_pt": "JSD(pT)", "val_jsd_mass": "JSD(M)",
+              "val_jsd_m_over_pt": "JSD(M/pT)"}
+ERROR_KEYS = {"val_distance": "val_distance_err"}
 LEVEL_SECTIONS = {"noise_init": "noise-initialised chains", "truth_vs_truth": "truth vs truth"}
 FINAL_KEYS = {  # results.json entries of the test-set evaluation at the selected checkpoint
     "best_step": "checkpoint", "generated.jsd_pt": "JSD(pT)", "generated.jsd_mass": "JSD(M)",
@@ -49,7 +54,8 @@ def read_curve(run_dir: Path) -> dict[str, list[float]]:
     if not rows:
         raise ValueError(f"{path}: no validation ('eval') rows")
     steps = sorted(rows)
-    return {"step": steps, **{k: [float(rows[s][k]) for s in steps] for k in CURVE_KEYS}}
+    keys = list(CURVE_KEYS) + list(ERROR_KEYS.values())
+    return {"step": steps, **{k: [float(rows[s].get(k, np.nan)) for s in steps] for k in keys}}
 
 
 def read_results(run_dirs: list[Path]) -> list[dict]:
@@ -59,7 +65,8 @@ def read_results(run_dirs: list[Path]) -> list[dict]:
 
 def mean_levels(results: list[dict]) -> dict[str, dict[str, float]]:
     """Mean JSDs of the noise-initialised chains and of truth vs truth over ``results``."""
-    return {section: {k: float(np.mean([r[section][k.removeprefix("val_")] for r in results])) for k in CURVE_KEYS}
+    return {section: {k: float(np.mean([r[section].get(k.removeprefix("val_"), np.nan) for r in results]))
+                      for k in CURVE_KEYS}
             for section in LEVEL_SECTIONS if results}
 
 
@@ -94,7 +101,11 @@ def plot_learning_curves(curves: dict[str, dict[str, dict]], levels: dict[str, d
         ax = fig.add_subplot(1, len(CURVE_KEYS), panel + 1)
         for colour, (variant, runs) in zip(colours, curves.items()):
             for i, curve in enumerate(runs.values()):
-                ax.plot(curve["step"], curve[key], "o-", ms=3, color=colour, label=variant if i == 0 else None)
+                ax.errorbar(curve["step"], curve[key], yerr=curve.get(ERROR_KEYS.get(key, ""), None), fmt="o-", ms=3,
+                            capsize=2, color=colour, label=variant if i == 0 else None)
+                if key in ERROR_KEYS:
+                    best = int(np.nanargmin(curve[key]))
+                    ax.plot(curve["step"][best], curve[key][best], "*", ms=11, color=colour)
         if "noise_init" in levels:
             ax.axhline(levels["noise_init"][key], color="k", ls="--", lw=1, label="noise-initialised chains")
             ax.axhline(levels["noise_init"][key] / 10, color="k", ls=":", lw=1, label="target: noise / 10")
@@ -117,7 +128,23 @@ def curve_table(curves: dict[str, dict[str, dict]]) -> list[str]:
         for step in steps:
             values = {k: [c[k][c["step"].index(step)] for c in runs.values() if step in c["step"]] for k in CURVE_KEYS}
             cells = [f"{np.mean(v):.3g} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2g}" for v in values.values()]
-            lines.append(f"| {variant} | {step} | {len(values['val_jsd_pt'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {variant} | {step} | {len(values['val_distance'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def selection_table(curves: dict[str, dict[str, dict]]) -> list[str]:
+    """Markdown rows: per run, the selected checkpoint, its ``D ± error`` and the checkpoints within one
+    error of it (statistically as good)."""
+    lines = ["| variant | run | selected | D ± error | within one error of the selected |", "| --- | --- | ---: | ---: | --- |"]
+    for variant, runs in curves.items():
+        for run_dir, curve in runs.items():
+            values, errors = np.asarray(curve["val_distance"]), np.asarray(curve["val_distance_err"])
+            if np.all(np.isnan(values)):
+                continue
+            best = int(np.nanargmin(values))
+            ties = [str(s) for s, v in zip(curve["step"], values) if v <= values[best] + errors[best]]
+            lines.append(f"| {variant} | {Path(run_dir).name} | {curve['step'][best]} | "
+                         f"{values[best]:.3g} ± {errors[best]:.2g} | {', '.join(ties)} |")
     return lines
 
 
@@ -140,12 +167,13 @@ def write_learning_curve(variants: dict[str, list[Path]], out_dir: Path) -> dict
     plot_learning_curves(curves, levels, out_dir / "learning_curve.png")
     finals = {label: final_values(variant_results) for label, variant_results in results.items() if variant_results}
     content = {"curves": curves, "levels": levels, "final": finals}
-    lines = ["# Learning curves: validation JSD against CD iterations", "",
+    lines = ["# Learning curves: validation distances against CD iterations", "",
              "Validation chains are the generation chains cut to `run.val_chain_steps` steps, on validation QCD jets.", ""]
     lines += ["Reference levels (mean over runs): " + "; ".join(
         f"{LEVEL_SECTIONS[s]} " + ", ".join(f"{CURVE_KEYS[k]} {v:.3g}" for k, v in lv.items()) for s, lv in levels.items()),
         ""] if levels else []
-    lines += curve_table(curves) + ["", "![learning curves](learning_curve.png)", ""]
+    lines += curve_table(curves) + ["", "![learning curves](learning_curve.png)", "",
+                                    "## Checkpoint selection and its uncertainty", ""] + selection_table(curves) + [""]
     if finals:
         lines += ["## Test sets at the selected checkpoint", "",
                   "Generation: 200-step chains vs test QCD; anomaly AUCs on the test QCD, top and H -> hh -> 4b jets.", ""]

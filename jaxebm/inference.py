@@ -110,22 +110,25 @@ def generate(key, model: nn.Module, params, noise_fn: Callable, config: Generati
 
 
 @partial(jax.jit, static_argnames=("model",))
-def _score_batch(params, x, mask, *, model: nn.Module):
+def _score_batch(params, x, mask, coordinate_scale, *, model: nn.Module):
     def total_energy(x):
         energies = model.apply(params, x, mask, deterministic=True)
         return jnp.sum(energies), energies
 
     grad, energies = jax.grad(total_energy, has_aux=True)(x)
-    grad = jnp.where(mask[..., None], grad, 0.0)
+    grad = jnp.where(mask[..., None], grad / coordinate_scale, 0.0)
     return energies, jnp.sqrt(jnp.sum(jnp.square(grad), axis=(1, 2)))
 
 
-def anomaly_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, *,
+def anomaly_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, *, coordinate_scale=None,
                    batch_size: int = 1024, mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Energy ``E(x)`` and score norm ``||grad_x E(x)||`` (over real slots) per jet.
+    """Energy ``E(x)`` and score norm ``||grad_u E||`` (over real slots) per jet.
 
     Args:
       x: ``(n, N, F)`` features in the model's space; mask: ``(n, N)`` bool (all True in "zeros" mode).
+      coordinate_scale: ``(F,)`` or None. The score norm is taken in the coordinates
+        ``u = x * coordinate_scale + const`` (``grad_u E = grad_x E / coordinate_scale``): None for the
+        model's own space, `ConstituentPipeline.raw_scale` for raw ``(log pT, eta, phi)`` (the paper's).
       mesh: None: one device; else each batch split over the mesh's devices (``batch_size`` a
         multiple of their number; ``x`` is the same on every process), parameters replicated.
     Returns:
@@ -138,10 +141,13 @@ def anomaly_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, *,
     pad = -num_jets % batch_size
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
     mask = np.concatenate([mask, np.ones((pad,) + mask.shape[1:], bool)])
+    scale = np.ones(x.shape[-1], np.float32) if coordinate_scale is None else np.asarray(coordinate_scale, np.float32)
+    if scale.shape != x.shape[-1:] or not np.all(scale > 0):
+        raise ValueError(f"coordinate_scale must be ({x.shape[-1]},) and positive, got {coordinate_scale}")
     if mesh is not None:
-        params = parallel.place(params, parallel.replicated(mesh))
+        params, scale = parallel.place((params, scale), parallel.replicated(mesh))
     to_devices = (lambda batch: batch) if mesh is None else partial(parallel.shard_batch, mesh=mesh)
-    parts = [_score_batch(params, *to_devices((x[i:i + batch_size], mask[i:i + batch_size])), model=model)
+    parts = [_score_batch(params, *to_devices((x[i:i + batch_size], mask[i:i + batch_size])), scale, model=model)
              for i in range(0, len(x), batch_size)]
     energy, score_norm = (np.concatenate([parallel.to_host(p[k]).astype(np.float64) for p in parts])[:num_jets]
                           for k in range(2))

@@ -1,9 +1,11 @@
 """Jet observables: kinematics, N-subjettiness and energy-flow polynomials (EFPs).
 
-Everything is vectorised over jets (numpy, float64 results); padded slots are identified by the
-mask and never enter a result, whatever values they hold. Angular distances use
+Everything is vectorised over jets (numpy, float64 results) except FastJet's clustering for the
+N-subjettiness axes, one jet at a time; padded slots are identified by the mask and never enter a
+result, whatever values they hold. Angular distances use
 ``dR_ij = sqrt(d_eta^2 + d_phi^2)`` with ``d_phi`` wrapped to ``(-pi, pi]``; for massless
-constituents eta is the rapidity.
+constituents eta is the rapidity. N-subjettiness axes (FastJet exclusive-kT jets) are massive and
+enter with their rapidity.
 
 EFP set (`efps_d4`, 36 columns): all multigraphs with at most 4 edges, in the order of
 energyflow's ``EFPSet('d<=4')`` (energyflow 1.4.0, default graph file ``efps_d_le_10``), which is
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import fastjet
 import numpy as np
 
 from jaxebm.data.preprocess import (
@@ -32,6 +35,7 @@ __all__ = [
     "EFP_D4_COMPOSITES",
     "EFP_D4_PRIMES",
     "EFP_W1_COLUMNS",
+    "NSUBJETTINESS_AXES",
     "efps_d4",
     "efps_w1",
     "jet_kinematics",
@@ -106,39 +110,78 @@ def jet_kinematics(constituents: Any, mask: Any) -> dict[str, np.ndarray]:
     }
 
 
-def _distances(points: np.ndarray, axes: np.ndarray) -> np.ndarray:
-    """``(n, N, k)`` Euclidean distances between points ``(n, N, 2)`` and axes ``(n, k, 2)``."""
-    return np.sqrt(((points[:, :, None, :] - axes[:, None, :, :]) ** 2).sum(axis=-1))
+# fjcontrib Nsubjettiness's KT_Axes: kT, R = max_allowable_R, E-scheme, Best strategy (the default).
+# Not JetDefinition(alg, R, E_scheme, Best): the binding reads that as (alg, R, extra parameter,
+# scheme = Best = 1 = pt_scheme).
+_KT_AXES_DEFINITION = fastjet.JetDefinition(
+    fastjet.kt_algorithm, fastjet.JetDefinition.max_allowable_R, fastjet.E_scheme
+)
+_ONE_PASS_ACCURACY = 1e-4  # fjcontrib's default one-pass accuracy, also its distance regulator
+NSUBJETTINESS_AXES = ("kt", "onepass_kt")
 
 
-def _seed_axes(weights: np.ndarray, points: np.ndarray, num_axes: int, beta: float) -> np.ndarray:
-    """Greedy seeds ``(n, num_axes, 2)``: the hardest constituent, then repeatedly the constituent
-    with the largest contribution ``pT_i * min_k dR_ik^beta`` to the current tau."""
-    jets = np.arange(len(points))
-    axes = points[jets, np.argmax(weights, axis=1)][:, None, :]
-    for _ in range(1, num_axes):
-        contribution = weights * _distances(points, axes).min(axis=2) ** beta
-        axes = np.concatenate([axes, points[jets, np.argmax(contribution, axis=1)][:, None, :]], axis=1)
+def _exclusive_kt_axes(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, counts: np.ndarray, max_n: int):
+    """``(n_jets, max_n, max_n, 2)`` (rapidity, phi in ``(-pi, pi]``) of FastJet's exclusive kT jets:
+    ``[:, N - 1, :N]`` holds the ``N`` jets of ``exclusive_jets(N)`` of each jet with more than N
+    constituents, zeros elsewhere. The first ``counts`` slots of each jet are its constituents,
+    clustered as massless four-vectors."""
+    axes = np.zeros((len(pt), max_n, max_n, 2))
+    momenta = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta), pt * np.cosh(eta)], axis=-1)
+    for jet in np.flatnonzero(counts > 1):  # one constituent: every tau_N is 0
+        particles = [fastjet.PseudoJet(*p) for p in momenta[jet, : counts[jet]].tolist()]
+        sequence = fastjet.ClusterSequence(particles, _KT_AXES_DEFINITION)
+        for num_axes in range(1, min(max_n, counts[jet] - 1) + 1):
+            axes[jet, num_axes - 1, :num_axes] = [(a.rap(), a.phi_std()) for a in sequence.exclusive_jets(num_axes)]
     return axes
 
 
-def _minimise_axes(weights: np.ndarray, points: np.ndarray, axes: np.ndarray, beta: float, num_iterations: int):
-    """Alternate assignment to the nearest axis and a reweighted (Weiszfeld) update of each axis:
-    ``axis_k = sum_i w_i x_i / sum_i w_i`` over its constituents with ``w_i = pT_i dR_ik^(beta-2)``
-    (the centroid for beta = 2, the geometric-median step for beta = 1). The first round uses the
-    plain pT-weighted centroid, which moves axes off the seed constituents (a Weiszfeld step from a
-    point on a constituent would stay there). Empty axes stay put."""
-    num_axes = axes.shape[1]
-    for iteration in range(num_iterations):
-        distances = _distances(points, axes)
-        nearest = np.argmin(distances, axis=2)
-        member = nearest[:, :, None] == np.arange(num_axes)
-        exponent = 0.0 if iteration == 0 else beta - 2
-        step_weight = weights[:, :, None] * np.maximum(distances, 1e-12) ** exponent * member
-        total = step_weight.sum(axis=1)
-        moved = np.einsum("nik,nid->nkd", step_weight, points) / np.where(total > 0, total, 1.0)[..., None]
-        axes = np.where((total > 0)[..., None], moved, axes)
-    return axes
+def _squared_distances(points: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """``(n, N, k)`` squared rapidity-phi distances of points ``(n, N, 2)`` to axes ``(n, k, 2)``,
+    both with phi in ``(-pi, pi]`` (``pi - ||d_phi| - pi|`` is then ``|d_phi|`` wrapped)."""
+    d_rap = points[:, :, None, 0] - axes[:, None, :, 0]
+    d_phi = np.pi - np.abs(np.abs(points[:, :, None, 1] - axes[:, None, :, 1]) - np.pi)
+    return d_rap * d_rap + d_phi * d_phi
+
+
+def _tau_numerator(pt: np.ndarray, points: np.ndarray, axes: np.ndarray, beta: float) -> np.ndarray:
+    """``sum_i pT_i min_k dR_ik^beta`` per jet, ``(n,)``."""
+    squared = _squared_distances(points, axes).min(axis=2)
+    return (pt * (np.sqrt(squared) if beta == 1 else squared ** (beta / 2))).sum(axis=1)
+
+
+def _one_pass_tau_numerator(pt, points, axes, beta: float, max_iterations: int) -> np.ndarray:
+    """Tau numerators ``(n,)`` after fjcontrib's one-pass minimisation from ``axes`` ``(n, k, 2)``.
+
+    As fjcontrib's ``DefaultMeasure::UpdateAxes`` (pT-R measure): assign each constituent to its
+    nearest axis, then move each axis to ``sum_i w_i x_i / sum_i w_i`` over its constituents, with
+    ``w_i = pT_i (a^2 + dR_ik^2)^(beta/2 - 1)`` (``a = 1e-4`` keeps it finite on a constituent; a
+    Weiszfeld step for beta = 1, the centroid for beta = 2) and phi unwrapped around the axis; an
+    axis without constituents stays. A jet stops once its axes moved by less than 1e-4 on average,
+    or after ``max_iterations``. Unlike that update, but like fjcontrib's generic
+    ``MeasureDefinition::get_one_pass_axes``, the smallest tau seen (the start's included) is
+    returned, so the result never exceeds the starting axes' (the update alone can, slightly,
+    through the regulator ``a`` or for beta > 2). Points and axes have phi in ``(-pi, pi]``.
+    """
+    best = _tau_numerator(pt, points, axes, beta)
+    axes = axes.copy()
+    active = np.flatnonzero(pt.sum(axis=1) > 0)
+    for _ in range(max_iterations):
+        if not active.size:
+            break
+        p, x, old = pt[active], points[active], axes[active]
+        squared = _squared_distances(x, old)
+        member = np.argmin(squared, axis=2)[:, :, None] == np.arange(old.shape[1])
+        weight = p[:, :, None] * member * (_ONE_PASS_ACCURACY**2 + squared) ** (beta / 2 - 1)
+        total = weight.sum(axis=1)
+        offset = x[:, :, None, :] - old[:, None, :, :]  # (n, N, k, 2) constituent - axis
+        d_phi = offset[..., 1]  # in (-2 pi, 2 pi): wrap it once
+        d_phi -= 2 * np.pi * ((d_phi > np.pi).astype(float) - (d_phi <= -np.pi))
+        step = np.einsum("nik,nikd->nkd", weight, offset) / np.where(total > 0, total, 1.0)[..., None]
+        new = np.stack([old[..., 0] + step[..., 0], wrap_phi(old[..., 1] + step[..., 1])], axis=-1)
+        axes[active] = new
+        best[active] = np.minimum(best[active], _tau_numerator(p, x, new, beta))
+        active = active[np.hypot(step[..., 0], step[..., 1]).mean(axis=1) > _ONE_PASS_ACCURACY]
+    return best
 
 
 def nsubjettiness(
@@ -150,19 +193,26 @@ def nsubjettiness(
     R: float = 0.8,
     beta: float = 1.0,
     max_n: int = 3,
-    num_iterations: int = 10,
+    axes: str = "kt",
+    num_iterations: int = 1000,
 ) -> np.ndarray:
     """N-subjettiness ``tau_N = sum_i pT_i min_k dR_ik^beta / sum_i pT_i R^beta`` for N = 1..max_n.
 
-    Axes ("one-pass minimised axes", a numpy stand-in for exclusive-kT axes plus minimisation):
-    greedy seeds (the hardest constituent, then the constituent contributing most to the current
-    tau), refined by ``num_iterations`` rounds of nearest-axis assignment and axis update (a
-    pT-weighted centroid first, then reweighted Weiszfeld steps that do not increase tau). Since
-    N - 1 axes plus a duplicate are also N axes, ``tau_N`` is capped at ``tau_(N-1)``, so
-    ``tau_N <= tau_(N-1)`` always. A jet of exactly N pencil-like prongs gets ``tau_N = 0``, and a
-    jet with at most N constituents ``tau_N = 0``. Like any local minimisation it can end in a
-    local minimum: on synthetic 1-3 prong jets with soft wide-angle spray the values were 6-11 %
-    below those from exclusive-kT axes on average, and more than 1 % above them in ~5 % of jets.
+    This is fjcontrib's ``Nsubjettiness(N, axes, NormalizedMeasure(beta, R))``: constituents are
+    massless (their rapidity is ``eta``) and ``dR_ik`` is the rapidity-phi distance, ``d_phi``
+    wrapped, from constituent i to axis k, whose rapidity (not pseudorapidity) is used.
+
+    Axes:
+      ``"kt"`` (default, fjcontrib's ``KT_Axes``): the N exclusive jets of FastJet's kT algorithm
+      (``R = JetDefinition.max_allowable_R``, E-scheme) run on the jet's constituents.
+      ``"onepass_kt"`` (fjcontrib's ``OnePass_KT_Axes``): those axes refined by iterated
+      nearest-axis assignment and reweighted-mean updates (Lloyd / Weiszfeld steps, at most
+      ``num_iterations``); the result is never above the ``"kt"`` one.
+
+    ``tau_N`` is not forced below ``tau_(N-1)``, as in fjcontrib: with kT axes, tau_2 > tau_1 in
+    ~13 % of Pythia QCD jets (R = 0.8) and tau_3 > tau_2 in ~6 %. A jet with at most N constituents
+    has ``tau_N = 0``, a jet without pT all zeros. Jets are clustered one by one with FastJet: ~1.5 s
+    for 3000 jets of ~70 constituents, ~5 s with ``"onepass_kt"``.
 
     Args:
       pt: ``(n_jets, N)`` constituent pT (GeV).
@@ -171,25 +221,36 @@ def nsubjettiness(
       R: the jet radius in the normalisation (use 1.0 for the EBM's anti-kT R = 1.0 jets).
       beta: angular exponent.
       max_n: largest N.
-      num_iterations: axis refinement rounds.
+      axes: ``"kt"`` or ``"onepass_kt"``.
+      num_iterations: most one-pass updates per jet (fjcontrib's default, 1000); ``"onepass_kt"`` only.
 
     Returns:
-      float64 ``(n_jets, max_n)`` with columns tau_1 .. tau_max_n; zero for jets without pT.
+      float64 ``(n_jets, max_n)`` with columns tau_1 .. tau_max_n.
     """
-    if max_n < 1 or beta <= 0 or R <= 0:
-        raise JetInputError(f"need max_n >= 1, beta > 0 and R > 0, got {max_n}, {beta}, {R}")
+    if max_n < 1 or beta <= 0 or R <= 0 or num_iterations < 0:
+        raise JetInputError(
+            f"need max_n >= 1, beta > 0, R > 0, num_iterations >= 0, got {max_n}, {beta}, {R}, {num_iterations}"
+        )
+    if axes not in NSUBJETTINESS_AXES:
+        raise JetInputError(f"axes must be one of {NSUBJETTINESS_AXES}, got {axes!r}")
     pt, eta, phi, mask = _masked_inputs(pt, eta, phi, mask)
-    jets = np.arange(len(pt))
-    hardest = np.argmax(pt, axis=1)
-    phi = np.where(mask, wrap_phi(phi - phi[jets, hardest][:, None]), 0.0)  # no wrap inside a jet
+    counts = mask.sum(axis=1)
+    # real constituents first (in their order), padding cut to the largest multiplicity
+    order = np.argsort(~mask, axis=1, kind="stable")[:, : max(counts.max(initial=0), 1)]
+    pt, eta, phi = (np.take_along_axis(x, order, axis=1) for x in (pt, eta, wrap_phi(phi)))
+    all_axes = _exclusive_kt_axes(pt, eta, phi, counts, max_n)
     points = np.stack([eta, phi], axis=-1)
     norm = pt.sum(axis=1) * R**beta
-    taus = []
+    taus = np.zeros((len(pt), max_n))
     for num_axes in range(1, max_n + 1):
-        axes = _minimise_axes(pt, points, _seed_axes(pt, points, num_axes, beta), beta, num_iterations)
-        taus.append((pt * _distances(points, axes).min(axis=2) ** beta).sum(axis=1))
-    taus = np.minimum.accumulate(np.stack(taus, axis=1), axis=1)
-    return taus / np.where(norm > 0, norm, 1.0)[:, None]
+        jets = np.flatnonzero((counts > num_axes) & (norm > 0))
+        kt_axes = all_axes[jets, num_axes - 1, :num_axes]
+        if axes == "kt":
+            numerator = _tau_numerator(pt[jets], points[jets], kt_axes, beta)
+        else:
+            numerator = _one_pass_tau_numerator(pt[jets], points[jets], kt_axes, beta, num_iterations)
+        taus[jets, num_axes - 1] = numerator / norm[jets]
+    return taus
 
 
 def tau_ratios(taus: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -2,12 +2,23 @@
 
 `ConstituentPipeline` is the one place that decides what an EBM sees: features ``(log pT, eta_rel,
 phi_rel)`` of the hardest ``num_constituents`` constituents, centred and rotated as in the EBM paper,
-standardised with training statistics (stored with a run), and how padding is treated:
+in one of two feature spaces, and how padding is treated.
+
+Feature spaces (where chains, data noise, chain starts and ``||grad_x E||`` live):
+
+- ``"raw"`` (the paper's): ``(log pT [log GeV], eta_rel, phi_rel)`` as they are. A Langevin step of
+  0.1 moves every feature by the same amount, so the angles (spread ~0.1-0.2) move fast relative to
+  their spread and log pT (spread ~1) slowly.
+- ``"standardized"``: each feature shifted and scaled by training statistics (stored with a run);
+  same stationary density, different short-run dynamics: every feature moves at a rate relative to
+  its own spread.
+
+Padding modes:
 
 - ``"zeros"`` (the paper's): padded slots hold raw zero features and count as constituents for the
-  model (mask all True). Generated jets are mapped back with every slot as a constituent, so a
-  generated "padding" slot near ``(0, 0, 0)`` becomes a 1 GeV particle at the jet axis, as in the
-  paper. Real jets are evaluated with their true mask.
+  model (mask all True). Real *and* generated jets are mapped back to four-vectors with every slot a
+  constituent (`jets_as_model_sees`), as the paper's code does: a slot near raw ``(0, 0, 0)`` is a
+  1 GeV particle on the jet axis in both.
 - ``"mask"``: padded slots are masked for the model and frozen in the chains; the multiplicity of a
   chain start is drawn from the training distribution.
 
@@ -31,9 +42,10 @@ from jaxebm.data.preprocess import (
     pad_or_truncate,
 )
 
-__all__ = ["PADDING_MODES", "PAPER_NOISE_MEAN", "PAPER_NOISE_STD", "ConstituentPipeline"]
+__all__ = ["FEATURE_SPACES", "PADDING_MODES", "PAPER_NOISE_MEAN", "PAPER_NOISE_STD", "ConstituentPipeline"]
 
 PADDING_MODES = ("zeros", "mask")
+FEATURE_SPACES = ("standardized", "raw")
 PAPER_NOISE_MEAN = (2.0, 0.0, 0.0)  # chain-start noise in raw (log pT [log GeV], eta, phi)
 PAPER_NOISE_STD = (1.0, 0.1, 0.2)
 
@@ -50,30 +62,38 @@ def _raw_features(sample: JetSample, num_constituents: int) -> tuple[np.ndarray,
 class ConstituentPipeline:
     """Fitted preprocessing of one run (see module doc).
 
-    num_constituents: N slots. padding_mode: "zeros" or "mask". standardizer: fitted on real
-    constituents of the training jets. multiplicity_probs: ``(N + 1,)`` distribution of the number
-    of real slots in training jets (chain starts in "mask" mode).
+    num_constituents: N slots. padding_mode: "zeros" or "mask". standardizer: raw -> model space;
+    fitted on real constituents of the training jets ("standardized") or the identity ("raw").
+    multiplicity_probs: ``(N + 1,)`` distribution of the number of real slots in training jets
+    (chain starts in "mask" mode). feature_space: "standardized" or "raw".
     """
 
     num_constituents: int
     padding_mode: str
     standardizer: Standardizer
     multiplicity_probs: tuple[float, ...]
+    feature_space: str = "standardized"
 
     def __post_init__(self):
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
+        if self.feature_space not in FEATURE_SPACES:
+            raise ValueError(f"feature_space must be one of {FEATURE_SPACES}, got {self.feature_space!r}")
         if len(self.multiplicity_probs) != self.num_constituents + 1:
             raise ValueError(f"multiplicity_probs must have {self.num_constituents + 1} entries, "
                              f"got {len(self.multiplicity_probs)}")
 
     @classmethod
-    def fit(cls, sample: JetSample, *, num_constituents: int = 40, padding_mode: str = "zeros") -> ConstituentPipeline:
-        """Fit the standardisation and the multiplicity distribution on training jets."""
+    def fit(cls, sample: JetSample, *, num_constituents: int = 40, padding_mode: str = "zeros",
+            feature_space: str = "standardized") -> ConstituentPipeline:
+        """Fit the standardisation (identity in "raw" space) and the multiplicity distribution on training jets."""
         features, mask = _raw_features(sample, num_constituents)
         counts = np.bincount(mask.sum(axis=1), minlength=num_constituents + 1)
-        return cls(num_constituents, padding_mode, Standardizer.fit(features, mask),
-                   tuple(float(c) for c in counts / counts.sum()))
+        num_features = features.shape[-1]
+        standardizer = (Standardizer.fit(features, mask) if feature_space == "standardized"
+                        else Standardizer(np.zeros(num_features), np.ones(num_features)))
+        return cls(num_constituents, padding_mode, standardizer, tuple(float(c) for c in counts / counts.sum()),
+                   feature_space)
 
     def model_mask(self, real_mask: np.ndarray) -> np.ndarray:
         """The mask the model and the chains see: all True in "zeros" mode, the real mask otherwise."""
@@ -94,6 +114,20 @@ class ConstituentPipeline:
         """Model-space ``x (n, N, 3)`` -> raw ``(log pT, eta_rel, phi_rel)``; zeros where ``mask`` is False."""
         return np.asarray(self.standardizer.invert(np.asarray(x, np.float32), np.asarray(mask, bool)))
 
+    @property
+    def raw_scale(self) -> np.ndarray:
+        """``(F,)`` d(raw feature) / d(model feature): divide a model-space gradient by it to get the
+        gradient in the raw coordinates (the paper's ``||grad_x E||``)."""
+        return self.standardizer.std
+
+    def jets_as_model_sees(self, sample: JetSample) -> tuple[np.ndarray, np.ndarray]:
+        """Stored jets -> model inputs -> four-vectors ``(n, N, 4)`` GeV and the mask ``(n, N)``: the
+        path generated jets take (`to_four_vectors` of the model features with the model mask), so real
+        and generated jets are compared like for like ("zeros" mode: padded slots are 1 GeV particles
+        on the axis in both)."""
+        x, model_mask, _ = self.transform(sample)
+        return self.to_four_vectors(x, model_mask), model_mask
+
     def to_four_vectors(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Model-space ``x (n, N, 3)`` with ``mask (n, N)`` -> massless ``(E, px, py, pz)`` ``(n, N, 4)`` in GeV,
         in the jet's centred frame (jet axis at eta = phi = 0)."""
@@ -112,10 +146,12 @@ class ConstituentPipeline:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, stored with a run."""
         return {"num_constituents": self.num_constituents, "padding_mode": self.padding_mode,
-                "standardizer": self.standardizer.to_dict(), "multiplicity_probs": list(self.multiplicity_probs)}
+                "feature_space": self.feature_space, "standardizer": self.standardizer.to_dict(),
+                "multiplicity_probs": list(self.multiplicity_probs)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConstituentPipeline:
         """Inverse of `to_dict`."""
         return cls(int(data["num_constituents"]), str(data["padding_mode"]),
-                   Standardizer.from_dict(data["standardizer"]), tuple(data["multiplicity_probs"]))
+                   Standardizer.from_dict(data["standardizer"]), tuple(data["multiplicity_probs"]),
+                   str(data.get("feature_space", "standardized")))

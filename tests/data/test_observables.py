@@ -55,16 +55,29 @@ def test_jet_kinematics_match_fastjet():
     pt, eta, phi, mask = random_jets(0)
     constituents = np.where(mask[..., None], massless_four_vectors(pt, eta, phi), np.nan)
     kinematics = jet_kinematics(constituents, mask)
+    # Rounding bound for m^2 = E^2 - |p|^2 (both sides compute it in float64, from the same inputs).
+    # Each of the jet's E, px, py, pz is a sum of n terms bounded by E_i (|p_i| <= E_i, massless), so
+    # its rounding error is at most ~ n eps E (E = sum E_i, any summation order). Then
+    # |d(m^2)| <= 2 E |dE| + 2 |p| |dp| + (rounding of the squares and their difference, ~ 8 eps E^2)
+    #          <= (2 + 2 sqrt 3) n eps E^2 + 8 eps E^2 <= 6 (n + 2) eps E^2,
+    # so two such computations differ by at most 12 (n + 2) eps E^2 in m^2, whatever m is: the mass of
+    # a narrow jet (pure rounding noise for one constituent) is only known to ~sqrt(eps) E. For the
+    # masses, m >= 0 gives |m1 - m2| <= sqrt(|m1^2 - m2^2|); clipping m^2 at 0 does not widen gaps.
+    eps = np.finfo(np.float64).eps  # jet_kinematics sums and squares in float64
     for jet in range(len(mask)):
         total = fastjet.PseudoJet(0.0, 0.0, 0.0, 0.0)
         for e, px, py, pz in constituents[jet, mask[jet]]:
             total = total + fastjet.PseudoJet(px, py, pz, e)
+        m2_tolerance = 12 * (mask[jet].sum() + 2) * eps * total.E() ** 2
         assert kinematics["pt"][jet] == pytest.approx(total.pt(), rel=1e-12)
-        mass = max(total.m(), 0.0)  # fastjet returns -sqrt(-m^2) for rounding noise below zero
-        assert kinematics["mass"][jet] == pytest.approx(mass, rel=1e-9, abs=1e-6)
+        m2 = max(total.m2(), 0.0)  # fastjet's m^2 can be rounding noise below zero; ours is clipped
+        assert kinematics["mass"][jet] ** 2 == pytest.approx(m2, rel=1e-12, abs=m2_tolerance)
+        assert kinematics["mass"][jet] == pytest.approx(np.sqrt(m2), rel=1e-12, abs=np.sqrt(m2_tolerance))
         assert kinematics["eta"][jet] == pytest.approx(total.eta(), rel=1e-10, abs=1e-12)
         assert kinematics["phi"][jet] == pytest.approx(total.phi_std(), rel=1e-12, abs=1e-12)
-        assert kinematics["m_over_pt"][jet] == pytest.approx(mass / total.pt(), rel=1e-9, abs=1e-8)
+        assert kinematics["m_over_pt"][jet] ** 2 == pytest.approx(
+            m2 / total.pt() ** 2, rel=1e-12, abs=m2_tolerance / total.pt() ** 2
+        )
     np.testing.assert_array_equal(kinematics["multiplicity"], mask.sum(1))
 
 
@@ -77,6 +90,106 @@ def test_jet_mass_of_two_massless_particles():
     assert single["mass"][0] == pytest.approx(0.0, abs=1e-5)  # sqrt(max(m^2, 0)) of rounding noise
 
 
+def one_jet(pt, eta, phi):
+    """``(pt, eta, phi, mask)`` of a single jet from per-constituent lists."""
+    pt, eta, phi = (np.array([x], np.float64) for x in (pt, eta, phi))
+    return pt, eta, np.pi - (np.pi - phi) % (2 * np.pi), np.ones(pt.shape, bool)
+
+
+# (eta, phi) offsets of the hand-made jets: none, a boost, and a jet across phi = +-pi
+OFFSETS = [(0.0, 0.0), (1.3, 0.4), (-0.7, np.pi - 0.3)]
+
+
+@pytest.mark.parametrize(("eta0", "phi0"), OFFSETS)
+def test_nsubjettiness_kt_axes_by_hand_for_three_particles(eta0, phi0):
+    # A (pT 10) at phi 0, B (pT 10) at phi 0.2, C (pT 1) at phi 0.6, all at one eta (relative to
+    # the offsets). kT distances min(pT_i, pT_j)^2 dR^2: AB 100 * 0.2^2 = 4, AC 1 * 0.6^2 = 0.36,
+    # BC 1 * 0.4^2 = 0.16, so B + C merge first and exclusive_jets(2) = {A, B + C} (C/A and anti-kT
+    # merge A + B first). Massless particles at one eta sum to a four-vector with pz / E = tanh(eta),
+    # i.e. rapidity eta, and E-scheme phi = atan2(sum pT sin phi, sum pT cos phi).
+    pt, eta, phi, mask = one_jet([10.0, 10.0, 1.0], [eta0] * 3, [phi0, phi0 + 0.2, phi0 + 0.6])
+    phi_bc = np.arctan2(10 * np.sin(0.2) + np.sin(0.6), 10 * np.cos(0.2) + np.cos(0.6))  # ~0.2356
+    phi_abc = np.arctan2(10 * np.sin(0.2) + np.sin(0.6), 10 + 10 * np.cos(0.2) + np.cos(0.6))  # ~0.1231
+    R = 0.8
+    for beta in (1.0, 2.0):
+        # tau_1: every particle to the A + B + C axis; tau_2: B and C to the B + C axis, A on its own
+        # axis; tau_3 = 0 (three particles). Normalisation: sum pT R^beta = 21 R^beta.
+        tau_1 = (10 * phi_abc**beta + 10 * (0.2 - phi_abc) ** beta + (0.6 - phi_abc) ** beta) / (21 * R**beta)
+        tau_2 = (10 * (phi_bc - 0.2) ** beta + (0.6 - phi_bc) ** beta) / (21 * R**beta)
+        taus = nsubjettiness(pt, eta, phi, mask, R=R, beta=beta)
+        np.testing.assert_allclose(taus[0], [tau_1, tau_2, 0.0], rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize(("eta0", "phi0"), OFFSETS)
+def test_nsubjettiness_kt_axes_by_hand_for_a_rectangle(eta0, phi0):
+    # Four pT-5 particles at (eta, phi) = (+-0.3, +-0.1). The pairs at equal eta (dR 0.2) merge first,
+    # into axes at (+-0.3, 0) (same eta, symmetric phi); all four sum to pz = 0 (relative to eta0),
+    # i.e. an axis at (0, 0). tau_1: 4 * 5 * sqrt(0.3^2 + 0.1^2); tau_2: 4 * 5 * 0.1; tau_3 (one pair
+    # merged, the other two particles their own axes): 2 * 5 * 0.1; tau_4 = 0 (4 particles);
+    # normalisation 4 * 5 * R^beta.
+    pt, eta, phi, mask = one_jet([5.0] * 4, eta0 + np.array([0.3, 0.3, -0.3, -0.3]), phi0 + np.array([0.1, -0.1] * 2))
+    R = 1.2
+    for beta in (1.0, 2.0):
+        distance_1, distance_2 = np.hypot(0.3, 0.1) ** beta, 0.1**beta
+        expected = [distance_1 / R**beta, distance_2 / R**beta, distance_2 / (2 * R**beta), 0.0]
+        for axes in ("kt", "onepass_kt"):  # these kT axes already minimise tau_N (beta = 1, 2)
+            taus = nsubjettiness(pt, eta, phi, mask, R=R, beta=beta, max_n=4, axes=axes)
+            np.testing.assert_allclose(taus[0], expected, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize(("eta0", "phi0"), OFFSETS)
+def test_nsubjettiness_one_pass_by_hand(eta0, phi0):
+    # pT 3 at phi 0 and pT 1 at phi 0.4 (same eta), R = 1. The kT axis for N = 1 (the sum) is at
+    # phi_k = atan2(sin 0.4, 3 + cos 0.4) ~ 0.099: tau_1 = (3 phi_k^beta + (0.4 - phi_k)^beta) / 4.
+    # One-pass: for beta = 1 the minimum is the weighted median, the hard particle, tau_1 = 0.4 / 4
+    # (reached to ~1e-4, the regulator and stopping scale); for beta = 2 the pT-weighted centroid
+    # phi = 0.4 / 4 = 0.1, tau_1 = (3 * 0.1^2 + 0.3^2) / 4 = 0.03, in one step.
+    pt, eta, phi, mask = one_jet([3.0, 1.0], [eta0] * 2, [phi0, phi0 + 0.4])
+    phi_k = np.arctan2(np.sin(0.4), 3 + np.cos(0.4))
+    for beta, one_pass, tolerance in ((1.0, 0.4 / 4, 1e-4), (2.0, (3 * 0.1**2 + 0.3**2) / 4, 1e-12)):
+        kt = nsubjettiness(pt, eta, phi, mask, R=1.0, beta=beta, max_n=2)
+        np.testing.assert_allclose(kt[0], [(3 * phi_k**beta + (0.4 - phi_k) ** beta) / 4, 0.0], rtol=1e-9)
+        minimised = nsubjettiness(pt, eta, phi, mask, R=1.0, beta=beta, max_n=2, axes="onepass_kt")
+        assert minimised[0, 0] == pytest.approx(one_pass, abs=tolerance)
+        assert minimised[0, 0] < kt[0, 0] and minimised[0, 1] == 0
+
+
+@pytest.mark.parametrize("axes", ["kt", "onepass_kt"])
+def test_nsubjettiness_is_zero_when_n_reaches_the_multiplicity(axes):
+    pt, eta, phi, mask = random_jets(7, num_jets=60, num_slots=6, min_constituents=0)
+    taus = nsubjettiness(pt, eta, phi, mask, max_n=6, axes=axes)
+    counts = mask.sum(1)
+    assert set(counts) == set(range(7))
+    for num_axes in range(1, 7):
+        assert np.all(taus[counts <= num_axes, num_axes - 1] == 0)
+        assert np.all(taus[counts > num_axes, num_axes - 1] > 0)
+
+
+@pytest.mark.parametrize("axes", ["kt", "onepass_kt"])
+def test_nsubjettiness_is_invariant_under_constituent_permutations(axes):
+    pt, eta, phi, mask = random_jets(8, num_jets=60)
+    reference = nsubjettiness(pt, eta, phi, mask, axes=axes)
+    order = np.argsort(np.random.default_rng(9).random(mask.shape), axis=1)  # padding moves too
+    permuted = [np.take_along_axis(x, order, axis=1) for x in (pt, eta, phi, mask)]
+    np.testing.assert_allclose(nsubjettiness(*permuted, axes=axes), reference, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 3.0])
+def test_one_pass_never_exceeds_kt_axes(beta):
+    pt, eta, phi, mask = random_jets(10, num_jets=100)
+    kt = nsubjettiness(pt, eta, phi, mask, beta=beta, max_n=4)
+    minimised = nsubjettiness(pt, eta, phi, mask, beta=beta, max_n=4, axes="onepass_kt")
+    assert np.all(minimised <= kt)
+    assert np.mean(minimised[kt > 0] < kt[kt > 0]) > 0.9  # and it does minimise
+
+
+def test_nsubjettiness_rejects_bad_arguments():
+    pt, eta, phi, mask = one_jet([1.0, 2.0], [0.0, 0.1], [0.0, 0.1])
+    for kwargs in ({"axes": "wta_kt"}, {"beta": 0.0}, {"R": -1.0}, {"max_n": 0}, {"num_iterations": -1}):
+        with pytest.raises(observables.JetInputError):
+            nsubjettiness(pt, eta, phi, mask, **kwargs)
+
+
 @pytest.mark.parametrize("num_prongs", [1, 2, 3])
 def test_nsubjettiness_of_pencil_prongs(num_prongs):
     rng = np.random.default_rng(num_prongs)
@@ -85,11 +198,12 @@ def test_nsubjettiness_of_pencil_prongs(num_prongs):
     pt = rng.uniform(1, 50, prong.shape)
     eta = centres[prong, 0] + rng.normal(0, 1e-7, prong.shape)
     phi = centres[prong, 1] + rng.normal(0, 1e-7, prong.shape)
-    taus = nsubjettiness(pt, eta, phi, np.ones(prong.shape, bool), R=0.8)
-    assert taus.shape == (20, 3)
-    assert np.all(taus[:, num_prongs - 1] < 1e-6)
-    if num_prongs > 1:
-        assert np.all(taus[:, num_prongs - 2] > 0.05)
+    for axes in ("kt", "onepass_kt"):
+        taus = nsubjettiness(pt, eta, phi, np.ones(prong.shape, bool), R=0.8, axes=axes)
+        assert taus.shape == (20, 3)
+        assert np.all(taus[:, num_prongs - 1] < 1e-6)
+        if num_prongs > 1:
+            assert np.all(taus[:, num_prongs - 2] > 0.05)
 
 
 def test_nsubjettiness_ratios_for_random_jets():
@@ -97,19 +211,20 @@ def test_nsubjettiness_ratios_for_random_jets():
     taus = nsubjettiness(pt, eta, phi, mask, R=1.0)
     assert np.all(taus >= 0) and np.all(np.isfinite(taus))
     assert np.all(taus[mask.sum(1) <= 1] == 0)
-    tau21, tau32 = tau_ratios(taus)
-    for ratio in (tau21, tau32):
-        assert np.all((ratio >= 0) & (ratio <= 1))
+    for ratio in tau_ratios(taus):  # kT axes do not force tau_N <= tau_(N-1); fjcontrib's do not either
+        assert np.all((ratio >= 0) & np.isfinite(ratio))
     np.testing.assert_array_equal(tau_ratios(np.zeros((2, 3))), np.zeros((2, 2)))
 
 
-def test_nsubjettiness_ignores_padding_and_the_phi_boundary():
+@pytest.mark.parametrize("axes", ["kt", "onepass_kt"])
+def test_nsubjettiness_ignores_padding_and_the_phi_boundary(axes):
     pt, eta, phi, mask = random_jets(2)
-    taus = nsubjettiness(pt, eta, phi, mask)
+    taus = nsubjettiness(pt, eta, phi, mask, axes=axes)
     zeros = [np.where(mask, x, 0.0) for x in (pt, eta, phi)]
-    np.testing.assert_array_equal(nsubjettiness(*zeros, mask), taus)
+    np.testing.assert_array_equal(nsubjettiness(*zeros, mask, axes=axes), taus)
     shifted = np.pi - (np.pi - (zeros[2] + np.pi)) % (2 * np.pi)
-    np.testing.assert_allclose(nsubjettiness(zeros[0], zeros[1], shifted, mask), taus, rtol=1e-9, atol=1e-12)
+    shifted_taus = nsubjettiness(zeros[0], zeros[1], shifted, mask, axes=axes)
+    np.testing.assert_allclose(shifted_taus, taus, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("num_particles", [2, 3])
