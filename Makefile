@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m experiments.ebm_jets --preset cpu --seeds 0 --out runs/demo
+	$(BIN)/jaxebm demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -7,7 +7,10 @@ Subpackages:
   models    Flax energy networks.
   train     Train states and jitted steps, checkpoints, health monitor, training driver.
   parallel  1-D device mesh: data-parallel CD steps, generation and scoring; multi-host setup.
-Modules: inference (generation chains, anomaly scores), evaluation (metric bundles), plots, config.
+  runs         the experiment runner: run directories, provenance, lock, seeds, resume, extension, reports.
+  experiments  the experiments the runner knows (ebm) and their TOML presets.
+Modules: inference (generation chains, anomaly scores), evaluation (metric bundles), plots, config,
+cli (the ``jaxebm`` command).
 """
 
 __version__ = "0.1.0"

@@ -1,14 +1,16 @@
 """Typed configs: nested frozen dataclasses built from TOML presets plus ``section.key=value`` overrides.
 
-    config = load_config(ExperimentConfig, "experiments/configs/cpu.toml", ["train.num_iterations=200"])
+    config = load_config(ExperimentConfig, "jaxebm/experiments/configs/ebm/cpu.toml", ["run.num_steps=200"])
     save_config(config, run_dir / "config.json")
 
-Unknown keys, wrong sections and unparsable overrides raise `ConfigError` naming them, so a typo in a
-preset never silently falls back to a default.
+Unknown keys (with the closest known key suggested), wrong sections, values of the wrong type
+(``run.num_steps = 20.5`` for an ``int``) and unparsable overrides raise `ConfigError` naming them, so
+a typo in a preset never silently falls back to a default. Ints are accepted where a float is expected.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import tomllib
@@ -47,6 +49,44 @@ def _coerce(value):
     return value
 
 
+def _type_name(annotation) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def _typed(value, annotation, path: str):
+    """``value`` checked against ``annotation`` (int, float, bool, str, tuples, ``X | None``); ints widen to
+    float. Other annotations are not checked. Raises `ConfigError` naming ``path`` and the expected type."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _typed(value, option, path)
+            except ConfigError:
+                continue
+    elif origin is tuple and isinstance(value, tuple):
+        items = args[:1] * len(value) if args[-1:] == (Ellipsis,) else args
+        if len(items) == len(value):
+            return tuple(_typed(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, items)))
+    elif annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    elif annotation in (int, str, bool) and isinstance(value, annotation) and (
+            annotation is bool or not isinstance(value, bool)):
+        return value
+    elif annotation not in (int, float, str, bool) and origin is not tuple:
+        return value
+    raise ConfigError(f"{path!r} expects {_type_name(annotation)}, got {value!r} ({type(value).__name__})")
+
+
+def _unknown_keys_message(unknown: list[str], known: list[str], where: str) -> str:
+    """Names the unknown keys, the closest known one for each, and all known keys."""
+    hints = [f"{key!r} -> did you mean {close[0]!r}?" for key in unknown
+             if (close := difflib.get_close_matches(key, known, n=1))]
+    return (f"unknown key(s) {unknown} in config section {where!r}" + (f" ({'; '.join(hints)})" if hints else "")
+            + f"; known: {known}")
+
+
 def from_dict(cls, data: Mapping[str, Any], *, where: str = ""):
     """Build dataclass ``cls`` from a nested mapping; missing keys keep their defaults."""
     if not isinstance(data, Mapping):
@@ -54,8 +94,7 @@ def from_dict(cls, data: Mapping[str, Any], *, where: str = ""):
     types_by_name = _field_types(cls)
     unknown = sorted(set(data) - set(types_by_name))
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in config section {where or cls.__name__!r}; "
-                          f"known: {sorted(types_by_name)}")
+        raise ConfigError(_unknown_keys_message(unknown, sorted(types_by_name), where or cls.__name__))
     kwargs = {}
     for name, value in data.items():
         nested = _nested_class(types_by_name[name])
@@ -64,7 +103,8 @@ def from_dict(cls, data: Mapping[str, Any], *, where: str = ""):
             raise ConfigError(f"{path!r} is not a section: it takes a value, got a table")
         if nested is not None and not isinstance(value, Mapping) and value is not None:
             raise ConfigError(f"{path!r} is a section: it takes a table, got {value!r}")
-        kwargs[name] = from_dict(nested, value, where=path) if isinstance(value, Mapping) else _coerce(value)
+        kwargs[name] = (from_dict(nested, value, where=path) if isinstance(value, Mapping)
+                        else _typed(_coerce(value), types_by_name[name], path))
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:

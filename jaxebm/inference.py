@@ -52,6 +52,10 @@ class GenerationConfig:
         for name in ("num_steps", "decay_every", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GenerationConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.step_size > 0 and self.noise_scale >= 0 and self.temperature > 0 and 0 < self.step_decay <= 1):
+            raise ValueError(f"GenerationConfig needs step_size > 0, noise_scale >= 0, temperature > 0 and "
+                             f"0 < step_decay <= 1; got {self.step_size}, {self.noise_scale}, {self.temperature}, "
+                             f"{self.step_decay}")
 
     @property
     def langevin_config(self) -> langevin.LangevinConfig:

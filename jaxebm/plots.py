@@ -1,5 +1,8 @@
 """Figures for reports: every function draws one PNG at ``path`` and returns that path.
 
+Files are written atomically (a temporary file in the same directory renamed over ``path``), so a
+failed write never destroys the previous figure.
+
 Figures are built with matplotlib's object-oriented API (``matplotlib.figure.Figure``, saved
 through the Agg renderer), so no global backend or pyplot state is touched and nothing leaks
 between calls. Histograms of real vs generated samples are normalised to unit area; their
@@ -10,7 +13,9 @@ ratio panel shows generated / real with both samples' uncertainties.
 from __future__ import annotations
 
 import math
+import os
 import pathlib
+import uuid
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -48,9 +53,16 @@ OBSERVABLE_LABELS = {
 
 
 def _save(fig: Figure, path) -> pathlib.Path:
+    """Write ``fig`` to ``path`` atomically: into a temporary file in the same directory, then renamed
+    over ``path``, so a failed write (e.g. a full disk) leaves the previous file intact and no temp file."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    temp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        fig.savefig(temp_path, format=path.suffix[1:].lower() or "png", dpi=DPI, bbox_inches="tight")
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
     return path
 
 

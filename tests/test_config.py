@@ -55,3 +55,21 @@ def test_missing_and_invalid_presets(tmp_path):
     bad.write_text("seeds = [1,\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(Outer, bad)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("inner.width=2.5", "'inner.width' expects int, got 2.5 (float)"),
+    ("inner.width=true", "'inner.width' expects int, got True (bool)"),
+    ("inner.sizes=[1, 2.5]", "'inner.sizes[1]' expects int, got 2.5 (float)"),
+    ("inner.sizes=4", "'inner.sizes' expects tuple[int, ...], got 4 (int)"),
+    ("lr=\"fast\"", "'lr' expects float, got 'fast' (str)"),
+])
+def test_values_of_the_wrong_type_name_the_key_and_the_type(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(Outer, None, [override])
+
+
+def test_ints_widen_to_float_and_unknown_keys_get_the_closest_suggestion():
+    assert load_config(Outer, None, ["lr=1"]).lr == 1.0 and isinstance(load_config(Outer, None, ["lr=1"]).lr, float)
+    with pytest.raises(ConfigError, match=re.escape("('widht' -> did you mean 'width'?); known: ['name', 'sizes'")):
+        load_config(Outer, None, ["inner.widht=3"])

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from experiments import ebm_jets, ebm_learning_curve
-from experiments.ebm_report import target_checks
+from jaxebm.data.io import read_jets
+from jaxebm.experiments import ebm, learning_curve
+from jaxebm.experiments.ebm_report import target_checks
 
 
 def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
@@ -23,6 +25,8 @@ def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
     assert generated["distance"] < noise["distance"] - 3 * np.hypot(generated["distance_err"], noise["distance_err"])
     assert results["truth_vs_truth"]["distance"] < generated["distance"]
     assert results["feature_space"] == "raw"
+    samples = read_jets(seed_dir / "samples.h5")  # the generated jets pass the reader's checks
+    np.testing.assert_array_equal(samples.jets[:, 4], samples.mask.sum(axis=1))
     assert {"observables.png", "roc.png", "energies.png", "mass_sculpting.png", "average_images.png",
             "training.png"} <= {p.name for p in (seed_dir / "plots").glob("*.png")}
     assert "| AUC top, E(x) |" in (out / "report.md").read_text()
@@ -40,10 +44,10 @@ def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
     assert (out / "summary.json").read_text() == summary_before
     assert len((seed_dir / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
-    # A longer run continues from the last checkpoint once its results are removed; the learning curve
-    # then has the new evaluations, one row per evaluated step.
-    (seed_dir / "results.json").unlink()
-    ebm_jets.main(args + ["--set", "run.num_steps=30"])
+    # --extend continues a finished run from its last checkpoint (its old results kept aside); the
+    # learning curve then has the new evaluations, one row per evaluated step.
+    ebm_jets.main(args + ["--extend", "--set", "run.num_steps=30"])
+    assert (seed_dir / "results.step20.json").exists()
     rows = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "resume" and r["step"] == 20 for r in rows) and rows[-1]["step"] == 30
     eval_steps = sorted({r["step"] for r in rows if r.get("event") == "eval"})
@@ -63,12 +67,12 @@ def test_smoke_preset_writes_a_complete_run_and_resumes(tmp_path):
 
 def test_learning_curve_rejects_bad_variant_specs(tmp_path):
     with pytest.raises(ValueError, match="LABEL=DIRECTORY_GLOB"):
-        ebm_learning_curve.parse_variants(["no-equals-sign"])
+        learning_curve.parse_variants(["no-equals-sign"])
     with pytest.raises(FileNotFoundError, match="no directory matches"):
-        ebm_learning_curve.parse_variants([f"x={tmp_path}/missing_*"])
+        learning_curve.parse_variants([f"x={tmp_path}/missing_*"])
     (tmp_path / "seed_0").mkdir()
     with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
-        ebm_learning_curve.read_curve(tmp_path / "seed_0")
+        learning_curve.read_curve(tmp_path / "seed_0")
 
 
 def test_target_checks_compare_the_mean_with_each_target():
@@ -80,11 +84,11 @@ def test_target_checks_compare_the_mean_with_each_target():
 
 
 def test_train_fraction_keeps_a_random_subset_and_the_same_validation_jets():
-    full_train, full_val = ebm_jets.train_val_rows(1000, ebm_jets.DataConfig(), seed=3)
-    train, val = ebm_jets.train_val_rows(1000, ebm_jets.DataConfig(train_fraction=0.25), seed=3)
+    full_train, full_val = ebm.train_val_rows(1000, ebm.DataConfig(), seed=3)
+    train, val = ebm.train_val_rows(1000, ebm.DataConfig(train_fraction=0.25), seed=3)
     np.testing.assert_array_equal(val, full_val)
     assert len(train) == round(0.25 * len(full_train)) and set(train) <= set(full_train)
     assert train.max() > 800  # drawn from the whole file, not its first rows
     for bad in ({"train_fraction": 0.0}, {"train_fraction": 1.5}, {"val_fraction": 1.0}):
         with pytest.raises(ValueError, match="must be in"):
-            ebm_jets.DataConfig(**bad)
+            ebm.DataConfig(**bad)

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from scipy.stats import wasserstein_distance
 
-from experiments.ebm_jets import ExperimentConfig
 from jaxebm.config import load_config
 from jaxebm.data.io import JetSample
 from jaxebm.data.observables import jet_kinematics
 from jaxebm.data.pipeline import PAPER_NOISE_MEAN, PAPER_NOISE_STD, ConstituentPipeline
 from jaxebm.data.preprocess import features_to_four_vectors
 from jaxebm.evaluation import anomaly_quality, generation_quality, selection_distance
+from jaxebm.experiments import preset_path
+from jaxebm.experiments.ebm import ExperimentConfig
 from jaxebm.inference import GenerationConfig, anomaly_scores
 from jaxebm.metrics import histogram_jsd, paper_jsd
 from jaxebm.train.cd import make_noise_fn
@@ -52,6 +53,8 @@ def test_paper_jsd_matches_a_hand_computation():
     inside_real, inside_gen = real[:4], gen
     assert histogram_jsd(inside_real, inside_gen, value_range=(200.0, 1000.0)) == pytest.approx(
         50 * paper_jsd(inside_real, inside_gen, (200.0, 1000.0)), rel=1e-12)
+    # nothing inside the range (the paper's code: NaN) counts as disjoint, the maximum
+    assert paper_jsd(real, [1500.0, 2000.0], (200.0, 1000.0)) == pytest.approx(math.log(2) / 50)
 
 
 def test_real_and_generated_jets_take_the_same_four_vector_path():
@@ -151,6 +154,6 @@ def test_generation_defaults_and_presets_run_the_papers_schedule():
                                rtol=1e-6)
     assert (config.num_steps, config.noise_scale, config.temperature) == (200, 0.001, 1.0)
     for preset in ("cpu", "paper"):
-        generation = load_config(ExperimentConfig, f"experiments/configs/{preset}.toml").generation
+        generation = load_config(ExperimentConfig, preset_path("ebm", preset)).generation
         assert (generation.num_steps, generation.step_size, generation.step_decay, generation.decay_every,
                 generation.noise_scale) == (200, 0.1, 0.8, 40, 0.001), preset

@@ -1,7 +1,8 @@
-"""Every plot function renders a non-trivial PNG."""
+"""Every plot function renders a non-trivial PNG; a failed write keeps the previous one."""
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from jaxebm import plots
 from jaxebm.metrics import roc_curve
@@ -73,3 +74,20 @@ def test_training_curves(tmp_path):
     rows = [{"step": s, "loss": 1 / (s + 1), "e_pos": -s, "note": "x"} for s in range(50)]
     rows.append({"step": 50, "auc": 0.7})
     assert_png(plots.plot_training_curves(rows, tmp_path / "curves.png"))
+
+
+def test_failed_write_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    rows = [{"step": s, "loss": 1 / (s + 1)} for s in range(20)]
+    path = plots.plot_training_curves(rows, tmp_path / "curves.png")
+    previous = path.read_bytes()
+
+    def write_half_then_fail(self, fname, **kwargs):
+        with open(fname, "wb") as handle:
+            handle.write(previous[: len(previous) // 2])
+        raise OSError(28, "No space left on device (simulated)")
+
+    monkeypatch.setattr(Figure, "savefig", write_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        plots.plot_training_curves(rows[:5], path)
+    assert path.read_bytes() == previous
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]

@@ -18,7 +18,12 @@ W-jet median mass from ~82 to ~91 GeV. ``multiparton_interactions=False`` makes 
 
 Generation is split over ``num_workers`` processes: worker ``w`` produces its quota of jets from
 the Pythia seed ``worker_seed(seed, w)``, and the shards are concatenated in worker order, so a
-sample is reproducible for a given ``(seed, num_workers)``.
+sample is reproducible for a given ``(seed, num_workers)``. Workers exit when the parent process
+dies, even by SIGKILL.
+
+Before any event is generated the configuration is checked (each bad value named) and so is the
+output path: an existing file is replaced only with ``overwrite`` (``--overwrite``), and the
+output directory must be writable.
 
 Example (command line)::
 
@@ -28,12 +33,18 @@ Example (command line)::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import datetime
 import importlib.metadata
 import multiprocessing
 import os
 import queue
+import signal
+import sys
+import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -45,13 +56,21 @@ from tqdm import tqdm
 from jaxebm.data.io import JetSample, write_jets
 
 __all__ = [
-    "PROCESSES", "GenerationConfig", "ProcessCard", "Shard", "generate_jets", "generate_shard", "make_jet_finder",
-    "make_pythia", "pythia_settings", "select_jets", "worker_quotas", "worker_seed",
+    "PROCESSES", "GenerationConfig", "OutputPathError", "ProcessCard", "Shard", "check_output_path", "generate_jets",
+    "generate_shard", "make_jet_finder", "make_pythia", "pythia_settings", "select_jets", "worker_quotas",
+    "worker_seed",
 ]
 
 _MAX_PYTHIA_SEED = 900_000_000
 _CLI_ALIASES = {"num_workers": ("--workers",), "extra_pythia_settings": ("--pythia",)}
 _HADRONIC_W = ("24:onMode = off", "24:onIfAny = 1 2 3 4 5")
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_PARENT_POLL_SECONDS = 0.5
+
+
+class OutputPathError(ValueError):
+    """The output path cannot take the sample: it exists (and overwriting was not asked for), it is a
+    directory, or its directory cannot be written."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +149,11 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.process not in PROCESSES:
             raise ValueError(f"process: unknown {self.process!r}, choose from {sorted(PROCESSES)}")
+        if self.num_jets < 1:
+            raise ValueError(f"num_jets: must be >= 1, got {self.num_jets}")
         if not 1 <= self.num_workers <= self.num_jets:
-            raise ValueError(f"num_workers: need 1 <= num_workers <= num_jets, got {self.num_workers}, {self.num_jets}")
+            raise ValueError(
+                f"num_workers: need 1 <= num_workers <= num_jets ({self.num_jets}), got {self.num_workers}")
         if self.seed < 0:
             raise ValueError(f"seed: must be >= 0, got {self.seed}")
         if not 0 < self.jet_pt_min < self.jet_pt_max:
@@ -252,14 +274,35 @@ def generate_shard(
     return Shard(constituents, mask, jets, num_events)
 
 
+def check_output_path(out_path: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Raise `OutputPathError` if ``out_path`` exists and ``overwrite`` is False, is a directory, or
+    lies in a directory that cannot be written (created if missing, then probed with a temporary file)."""
+    out_path = os.path.abspath(out_path)
+    if os.path.isdir(out_path):
+        raise OutputPathError(f"{out_path}: is a directory, give a file path")
+    if os.path.exists(out_path) and not overwrite:
+        raise OutputPathError(f"{out_path}: exists; pass --overwrite (overwrite=True) to replace it")
+    directory = os.path.dirname(out_path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise OutputPathError(f"{out_path}: the output directory {directory} is not writable ({error})") from error
+
+
 def generate_jets(
-    config: GenerationConfig, out_path: str | os.PathLike[str] | None = None, progress: bool = True
+    config: GenerationConfig, out_path: str | os.PathLike[str] | None = None, progress: bool = True,
+    overwrite: bool = False,
 ) -> JetSample:
     """Generate ``config.num_jets`` jets over ``config.num_workers`` processes.
 
-    Returns the sample (and writes it atomically to ``out_path`` if given). ``attrs`` records the
-    configuration, the worker seeds, the number of events, generator versions and creation time.
+    Returns the sample (and writes it atomically to ``out_path`` if given; `check_output_path` runs
+    first, so an existing file raises unless ``overwrite``). ``attrs`` records the configuration,
+    the worker seeds, the number of events, generator versions and creation time.
     """
+    if out_path is not None:
+        check_output_path(out_path, overwrite)
     quotas = worker_quotas(config.num_jets, config.num_workers)
     with tqdm(total=config.num_jets, unit="jet", desc=config.process, disable=not progress) as bar:
         if config.num_workers == 1:
@@ -317,7 +360,7 @@ def _run_workers(config: GenerationConfig, quotas: tuple[int, ...], progress_fn:
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     workers = [
-        context.Process(target=_worker_main, args=(config, index, quota, messages), daemon=True)
+        context.Process(target=_worker_main, args=(config, index, quota, messages, os.getpid()), daemon=True)
         for index, quota in enumerate(quotas)
     ]
     for worker in workers:
@@ -346,13 +389,34 @@ def _run_workers(config: GenerationConfig, quotas: tuple[int, ...], progress_fn:
     return [shards[index] for index in range(len(workers))]
 
 
-def _worker_main(config: GenerationConfig, worker_index: int, num_jets: int, messages: Any) -> None:
-    """Process entry point: send progress, then the shard (or the traceback) to ``messages``."""
+def _worker_main(config: GenerationConfig, worker_index: int, num_jets: int, messages: Any, parent_pid: int) -> None:
+    """Process entry point: send progress, then the shard (or the traceback) to ``messages``; exit
+    when the process ``parent_pid`` that started this one dies."""
+    _exit_with_parent(parent_pid)
     try:
         shard = generate_shard(config, worker_index, num_jets, lambda n: messages.put(("progress", worker_index, n)))
         messages.put(("shard", worker_index, shard))
     except Exception:  # noqa: BLE001 - the parent re-raises it with the worker's traceback
         messages.put(("error", worker_index, traceback.format_exc()))
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this process when its parent ``parent_pid`` dies, even by SIGKILL (``daemon=True`` does not).
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); on every
+    platform a daemon thread also polls the parent pid, which covers a parent that died before the
+    ``prctl`` call.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watchdog", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit the process at once, without cleanup, as soon as ``parent_pid`` is no longer its parent."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _run_settings(config: GenerationConfig) -> tuple[str, ...]:
@@ -386,9 +450,11 @@ def _provenance(config: GenerationConfig, num_events: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: one option per ``GenerationConfig`` field, plus ``--out`` and ``--quiet``."""
+    """Command line: one option per ``GenerationConfig`` field, plus ``--out``, ``--overwrite`` and
+    ``--quiet``. Bad values and unusable output paths exit with status 2 before any event is made."""
     parser = argparse.ArgumentParser(prog="python -m jaxebm.data.generate", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output HDF5 path (written atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     for field in dataclasses.fields(GenerationConfig):
         flags = [f"--{field.name.replace('_', '-')}", *_CLI_ALIASES.get(field.name, ())]
@@ -401,9 +467,13 @@ def main(argv: list[str] | None = None) -> None:
         else:
             parser.add_argument(*flags, type=type(field.default), default=field.default)
     args = vars(parser.parse_args(argv))
-    out_path, quiet = args.pop("out"), args.pop("quiet")
-    config = GenerationConfig(**{**args, "extra_pythia_settings": tuple(args["extra_pythia_settings"])})
-    sample = generate_jets(config, out_path=out_path, progress=not quiet)
+    out_path, overwrite, quiet = args.pop("out"), args.pop("overwrite"), args.pop("quiet")
+    try:
+        config = GenerationConfig(**{**args, "extra_pythia_settings": tuple(args["extra_pythia_settings"])})
+        check_output_path(out_path, overwrite)
+    except ValueError as error:
+        parser.error(str(error))
+    sample = generate_jets(config, out_path=out_path, progress=not quiet, overwrite=overwrite)
     print(f"wrote {len(sample.jets)} {config.process} jets from {sample.attrs['num_events']} events to {out_path}")
 
 

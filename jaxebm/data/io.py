@@ -13,7 +13,11 @@ Schema (one HDF5 file per sample, ``SCHEMA_VERSION`` in the root attributes):
 
 Datasets are chunked along the jet axis and gzip-compressed, so ``read_jets(path, start, stop)``
 reads a slice without touching the rest of the file. Writes are atomic: a temporary file in the
-target directory is renamed over the destination only once it is complete.
+target directory is renamed over the destination only once it is complete; temporary files left by
+a killed write of the same target are removed by the next write.
+
+Readers check what the arrays promise: every jet has a real constituent, ``mask`` agrees with
+``jets[:, 4]``; a corrupt, truncated or empty file raises `JetFileError` naming it.
 
 Example:
     >>> sample = read_jets("data/qcd.h5", start=0, stop=1000)  # doctest: +SKIP
@@ -23,7 +27,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import types
 import uuid
 from collections.abc import Mapping
@@ -49,6 +55,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 _CHUNK_JETS = 256
 _NUM_JET_FEATURES = 5
+_HDF5_READ_ERRORS = (OSError, RuntimeError)  # what h5py raises on damaged files
+_REGENERATE = "delete it and generate it again (python -m jaxebm.data.generate) or download it again"
 _SHAPE_PATTERNS = {
     "constituents": "(n_jets, n_max, 4)",
     "mask": "(n_jets, n_max)",
@@ -114,12 +122,14 @@ def write_jets(path: str | os.PathLike, sample: JetSample) -> None:
 
     The data go to a new temporary file in the same directory (created if missing), which is
     synced and then renamed over ``path`` (``os.replace``). On any failure the temporary file is
-    removed and the old file, if any, is left untouched. ``SCHEMA_VERSION`` joins the attributes.
+    removed and the old file, if any, is left untouched; temporary files of ``path`` whose writer
+    process is gone (killed mid-write) are removed first. ``SCHEMA_VERSION`` joins the attributes.
     """
     validate_sample(sample)
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temp_path = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    _remove_stale_temp_files(path)
+    temp_path = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         with h5py.File(temp_path, "w-") as file:
             _write_datasets(file, sample)
@@ -138,8 +148,10 @@ def read_jets(path: str | os.PathLike, start: int = 0, stop: int | None = None) 
     """Read jets ``[start, stop)`` of a schema file (``stop=None``: to the end).
 
     Raises:
-        JetFileError: missing or unreadable file, missing dataset, unknown schema version, wrong
-            shapes or dtypes, NaN/inf values, an empty file, or a slice outside the file.
+        JetFileError: missing, corrupt or truncated file, missing dataset, unknown schema version,
+            wrong shapes or dtypes, NaN/inf values, a jet without real constituents or whose
+            ``mask`` disagrees with ``jets[:, 4]`` (naming its row), an empty file, or a slice
+            outside the file.
     """
     with _open_hdf5(path) as file:
         version = _from_hdf5_attr(file.attrs.get("schema_version"))
@@ -156,6 +168,7 @@ def read_jets(path: str | os.PathLike, start: int = 0, stop: int | None = None) 
             attrs={key: _from_hdf5_attr(value) for key, value in file.attrs.items()},
         )
     validate_sample(sample, source=os.fspath(path))
+    _check_masks(sample, os.fspath(path), rows.start)
     return sample
 
 
@@ -230,6 +243,7 @@ def read_top_tagging_landscape(
         attrs={"source_format": "top_tagging_landscape", "source_path": os.fspath(path)},
     )
     validate_sample(sample, source=os.fspath(path))
+    _check_masks(sample, os.fspath(path), rows.start)
     return sample
 
 
@@ -241,7 +255,8 @@ def read_jetnet(path: str | os.PathLike, start: int = 0, stop: int | None = None
     massless four-vectors with ``pT = pT_rel * jet pT``, ``eta = jet eta + eta_rel`` and
     ``phi = phi_rel``: the jet's azimuth is not stored, so every jet sits at ``phi = 0``.
     ``jets`` holds JetNet's own jet values (pT, eta, phi = 0, mass, n_particles), which describe
-    the whole jet; ``labels`` holds the jet type.
+    the whole jet; ``labels`` holds the jet type. A jet without real particles raises JetFileError;
+    ``n_particles`` is not checked against the mask.
     """
     with _open_hdf5(path) as file:
         particles_dataset = _dataset(file, path, "particle_features")
@@ -272,6 +287,7 @@ def read_jetnet(path: str | os.PathLike, start: int = 0, stop: int | None = None
         attrs={"source_format": "jetnet", "source_path": os.fspath(path)},
     )
     validate_sample(sample, source=os.fspath(path))
+    _check_masks(sample, os.fspath(path), rows.start, check_counts=False)
     return sample
 
 
@@ -286,13 +302,58 @@ def _write_datasets(file: h5py.File, sample: JetSample) -> None:
         file.create_dataset(name, data=array, chunks=chunks, compression="gzip", compression_opts=4, shuffle=True)
 
 
-def _open_hdf5(path: str | os.PathLike) -> h5py.File:
+@contextlib.contextmanager
+def _open_hdf5(path: str | os.PathLike):
+    """``path`` open for reading; an HDF5 error while opening or reading it becomes a JetFileError
+    that names the file (corrupt, truncated or empty) and says to regenerate it."""
     if not os.path.isfile(path):
         raise JetFileError(f"{path}: no such file")
     try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise JetFileError(f"{path}: not a readable HDF5 file ({error})") from error
+        with h5py.File(path, "r") as file:
+            yield file
+    except _HDF5_READ_ERRORS as error:
+        raise JetFileError(
+            f"{path}: not a readable HDF5 file: corrupt, truncated or empty ({error}); {_REGENERATE}"
+        ) from error
+
+
+def _check_masks(sample: JetSample, source: str, first_row: int, *, check_counts: bool = True) -> None:
+    """Raise JetFileError naming ``source`` and the file row of the first jet whose mask has no real
+    constituent or, with ``check_counts``, does not hold ``min(jets[:, 4], n_max)`` of them."""
+    num_real = sample.mask.sum(axis=1)
+    expected = np.minimum(sample.jets[:, 4], sample.mask.shape[1]) if check_counts else num_real
+    bad = np.flatnonzero((num_real == 0) | (num_real != expected))
+    if bad.size == 0:
+        return
+    index = bad[0]
+    if num_real[index] == 0:
+        raise JetFileError(f"{source}: row {first_row + index}: the mask is all False (a jet without constituents)")
+    raise JetFileError(
+        f"{source}: row {first_row + index}: the mask marks {num_real[index]} constituents, but n_constituents "
+        f"(jets[:, 4]) = {sample.jets[index, 4]:g} requires {expected[index]:g}"
+    )
+
+
+def _remove_stale_temp_files(path: str) -> None:
+    """Delete temporary files of earlier writes of ``path`` whose writer process no longer runs."""
+    directory, name = os.path.split(path)
+    pattern = re.compile(rf"\.{re.escape(name)}\.(?:(\d+)\.)?[0-9a-f]{{32}}\.tmp")  # pid absent: older writers
+    for entry in os.listdir(directory):
+        match = pattern.fullmatch(entry)
+        if match and not (match[1] and _is_running(int(match[1]))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, entry))
+
+
+def _is_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    return True
 
 
 def _dataset(file: h5py.File, path: str | os.PathLike, name: str) -> h5py.Dataset:

@@ -5,46 +5,51 @@ select the checkpoint whose validation chains come closest to the validation QCD
 unbinned W1 distance of jet pT, mass and M/pT, `jaxebm.evaluation.selection_distance`), generate jets
 with the paper's long annealed chains, score QCD / top / H -> hh -> 4b test jets by energy and score
 norm, and write a run directory; then a summary over seeds with the paper's Tables 2-3 side by side,
-each number in the paper's own convention.
+each number in the paper's own convention. The run directory, seeds, resumption and reports are the
+runner's (`jaxebm.runs`); this module supplies the `EXPERIMENT` it runs:
 
-    python -m experiments.ebm_jets --preset cpu                      # 3 seeds, <= ~20 min each on 2 cores
+    jaxebm train ebm --preset cpu                                # 3 seeds, ~23 min each on 2 cores
     python -m experiments.ebm_jets --preset cpu --seeds 0 --set run.num_steps=200
-    python -m experiments.ebm_jets --preset paper                    # Table 4 sizes, 300k jets (GPU)
 
-``<out>/data_summary.json`` and ``<out>/plots/data_*.png`` describe the jet samples. Run directory ``<out>/seed_<s>/``: config.json, pipeline.json, checkpoints/, metrics.jsonl,
-samples.h5, results.json, report.md, plots/*.png. ``<out>/summary.json`` and ``<out>/report.md``
-collect the seeds. An interrupted run resumes from its checkpoints when started again.
+Presets: ``jaxebm/experiments/configs/ebm/{cpu,paper,smoke}.toml``. ``<out>/data_summary.json`` and
+``<out>/plots/data_*.png`` describe the jet samples. Seed directory ``<out>/seed_<s>/``: config.json,
+pipeline.json, checkpoints/, metrics.jsonl, samples.h5, results.json, report.md, plots/*.png.
+``<out>/summary.json`` and ``<out>/report.md`` collect the seeds.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from experiments.ebm_report import write_data_summary, write_seed_report, write_summary
-from jaxebm.config import load_config, save_config
+from jaxebm.config import ConfigError
 from jaxebm.data.generate import GenerationConfig as JetGenerationConfig, generate_jets
-from jaxebm.data.io import JetSample, read_jets, write_jets
+from jaxebm.data.io import JetSample, jet_summary, read_jets, write_jets
 from jaxebm.data.loader import BatchIterator, split_indices
-from jaxebm.data.pipeline import ConstituentPipeline
+from jaxebm.data.pipeline import FEATURE_SPACES, ConstituentPipeline
 from jaxebm.evaluation import anomaly_quality, generation_quality, selection_distance
+from jaxebm.experiments.ebm_report import write_data_summary, write_report, write_seed_report, write_summary
 from jaxebm.inference import GenerationConfig, anomaly_scores, generate
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
+from jaxebm.runs import DataFile, Experiment, SeedJob
 from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.loop import LoopConfig, train_loop
 from jaxebm.train.state import create_train_state
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+__all__ = ["BEST_METRIC", "EXPERIMENT", "DataConfig", "ExperimentConfig", "RunConfig", "Trained", "data_files",
+           "data_paths", "train_val_rows", "validate"]
+
+CONFIG_DIR = Path(__file__).parent / "configs" / "ebm"
 TEST_PROCESSES = ("qcd", "top", "h_hh_4b")
-BEST_METRIC = "val_distance"
 SIGNALS = ("top", "h_hh_4b")
+BEST_METRIC = "val_distance"
+JET_PT_WINDOW = (550.0, 650.0)  # GeV, the generator's default selection (|eta| < 2)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ class DataConfig:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"data.train_fraction must be in (0, 1], got {self.train_fraction}")
+        _require_positive("data", self, ("jet_radius", "num_train_jets", "num_test_jets", "num_constituents",
+                                         "num_workers"))
+        if self.feature_space not in FEATURE_SPACES:
+            raise ValueError(f"data.feature_space must be one of {FEATURE_SPACES}, got {self.feature_space!r}")
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,14 @@ class RunConfig:
     val_chain_steps: int = 128
     num_generated_jets: int = 5_000
 
+    def __post_init__(self):
+        _require_positive("run", self, [f.name for f in dataclasses.fields(self)])
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    """The whole experiment: preset name, seeds (one run per seed) and the settings of each part."""
+
     name: str = "cpu"
     seeds: tuple[int, ...] = (0, 1, 2)
     data: DataConfig = field(default_factory=DataConfig)
@@ -101,25 +115,93 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
+    def __post_init__(self):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must list at least one seed, each >= 0 and once, got {list(self.seeds)}")
+
+
+def _require_positive(section: str, config, names) -> None:
+    for name in names:
+        if not getattr(config, name) > 0:
+            raise ValueError(f"{section}.{name} must be > 0, got {getattr(config, name)}")
+
+
+# Ranges of the CD and generation settings (their classes live in jaxebm.train.cd / jaxebm.inference).
+_RANGES = {
+    "cd.step_size": (0.0, None), "cd.lr": (0.0, None), "cd.noise_scale": (0.0, None), "cd.alpha": (0.0, None),
+    "cd.grad_clip_norm": (0.0, None), "cd.data_noise": (0.0, None), "cd.restart_prob": (0.0, 1.0),
+    "cd.lr_decay": (0.0, 1.0), "cd.ema_decay": (0.0, 1.0), "generation.step_size": (0.0, None),
+    "generation.noise_scale": (0.0, None), "generation.temperature": (0.0, None), "generation.step_decay": (0.0, 1.0),
+}
+_ALLOW_ZERO = {"cd.noise_scale", "cd.alpha", "cd.data_noise", "cd.restart_prob", "cd.ema_decay",
+               "generation.noise_scale"}
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Refuse, before any work, values the config classes do not check themselves, naming the key:
+    CD and generation settings outside their ranges, loop intervals, and a batch larger than the
+    training jets. Raises `jaxebm.config.ConfigError`."""
+    for key, (low, high) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value < low or (value == low and key not in _ALLOW_ZERO) or (high is not None and value > high):
+            bound = f"{'>=' if key in _ALLOW_ZERO else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+            raise ConfigError(f"{key} must be {bound}, got {value}")
+    try:
+        loop_config(config)
+    except ValueError as error:
+        raise ConfigError(f"run / cd.iterations_per_call: {error}") from None
+    num_train = len(train_val_rows(config.data.num_train_jets, config.data, seed=0)[0])
+    if config.cd.batch_size > num_train:
+        raise ConfigError(f"cd.batch_size ({config.cd.batch_size}) is larger than the {num_train} training jets "
+                          f"(data.num_train_jets = {config.data.num_train_jets} less data.val_fraction = "
+                          f"{config.data.val_fraction}, times data.train_fraction = {config.data.train_fraction})")
+
+
+def loop_config(config: ExperimentConfig, progress: bool = True) -> LoopConfig:
+    """The training driver's settings (checkpoint ranking by the validation distance)."""
+    return LoopConfig(num_steps=config.run.num_steps, iterations_per_call=config.cd.iterations_per_call,
+                      log_every=config.run.log_every, checkpoint_every=config.run.checkpoint_every,
+                      eval_every=config.run.eval_every, best_metric=BEST_METRIC, best_mode="min", progress=progress)
+
 
 def data_paths(config: DataConfig) -> dict[str, Path]:
+    """``{"train": <data_dir>/qcd_train.h5, process: <data_dir>/<process>_test.h5, ...}``."""
     root = Path(config.data_dir)
     return {"train": root / "qcd_train.h5", **{p: root / f"{p}_test.h5" for p in TEST_PROCESSES}}
 
 
-def ensure_data(config: DataConfig) -> dict[str, Path]:
-    """Generate any missing sample file (Pythia 8, pT 550-650 GeV, |eta| < 2) and return the paths."""
-    jobs = {"train": ("qcd", config.num_train_jets, 0), **{p: (p, config.num_test_jets, i + 1)
-                                                           for i, p in enumerate(TEST_PROCESSES)}}
-    paths = data_paths(config)
+def data_files(config: ExperimentConfig) -> dict[str, DataFile]:
+    """The QCD training file and a test file per process, each made by Pythia 8 when missing (pT 550-650
+    GeV, |eta| < 2), reused only when its attributes match (process, R, seed, jets, pT window)."""
+    jobs = {"train": ("qcd", config.data.num_train_jets, 0),
+            **{p: (p, config.data.num_test_jets, i + 1) for i, p in enumerate(TEST_PROCESSES)}}
+    paths, files = data_paths(config.data), {}
     for name, (process, num_jets, offset) in jobs.items():
-        if not paths[name].exists():
-            print(f"generating {num_jets} {process} jets -> {paths[name]}")
-            generate_jets(JetGenerationConfig(
-                process=process, num_jets=num_jets, seed=config.generator_seed + offset,
-                num_workers=config.num_workers, jet_radius=config.jet_radius, max_constituents=100),
-                out_path=paths[name])
-    return paths
+        generation = JetGenerationConfig(
+            process=process, num_jets=num_jets, seed=config.data.generator_seed + offset,
+            num_workers=min(config.data.num_workers, num_jets), jet_radius=config.data.jet_radius,
+            jet_pt_min=JET_PT_WINDOW[0], jet_pt_max=JET_PT_WINDOW[1], max_constituents=100)
+        attrs = {key: getattr(generation, key) for key in ("process", "jet_radius", "seed", "num_jets", "jet_pt_min",
+                                                           "jet_pt_max")}
+        files[name] = DataFile(paths[name], attrs, make=_generator(generation, paths[name]))
+    return files
+
+
+def _generator(generation: JetGenerationConfig, path: Path):
+    def make(progress: bool) -> None:
+        print(f"generating {generation.num_jets} {generation.process} jets -> {path}")
+        generate_jets(generation, out_path=path, progress=progress)
+
+    return make
+
+
+def describe_data(out_dir: Path, config: ExperimentConfig, paths: dict[str, Path]) -> None:
+    """``data_summary.json`` and ``plots/data_*.png`` of the samples, once per run directory."""
+    if (out_dir / "data_summary.json").exists():
+        return
+    summary = write_data_summary(out_dir, paths, num_jets=config.data.num_test_jets, jet_radius=config.data.jet_radius)
+    print("data:", json.dumps({name: s["mass_q16_50_84"] for name, s in summary.items()}), "(jet mass quantiles, GeV)")
 
 
 def train_val_rows(num_jets: int, config: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,9 +221,21 @@ def _subset(sample: JetSample, rows: np.ndarray) -> JetSample:
     return JetSample(sample.constituents[rows], sample.mask[rows], sample.jets[rows], labels, {})
 
 
-def make_validation_fn(model, pipeline, noise_fn, val_sample: JetSample, config: ExperimentConfig):
+class Trained(NamedTuple):
+    """A trained seed: the energy module, the feature pipeline, the chain-start sampler, the selected
+    checkpoint's EMA parameters and its step."""
+
+    model: TransformerEnergy
+    pipeline: ConstituentPipeline
+    noise_fn: Any
+    params: Any
+    best_step: int
+
+
+def make_validation_fn(model, pipeline, noise_fn, val_sample: JetSample, config: ExperimentConfig, say=None):
     """``eval_fn(state)``: validation-length chains (EMA params) vs validation QCD jets: the selection
-    distance (``val_distance`` and its bootstrap error ``val_distance_err``) and the JSDs."""
+    distance (``val_distance`` and its bootstrap error ``val_distance_err``) and the JSDs. ``say``: a
+    plain status line per evaluation (when progress bars are off)."""
     real_p4, real_mask = pipeline.jets_as_model_sees(val_sample)
     gen_config = dataclasses.replace(config.generation, num_steps=config.run.val_chain_steps,
                                      batch_size=min(config.generation.batch_size, config.run.num_val_jets))
@@ -153,18 +247,34 @@ def make_validation_fn(model, pipeline, noise_fn, val_sample: JetSample, config:
         gen_p4 = pipeline.to_four_vectors(x, mask)
         quality = generation_quality(real_p4, real_mask, gen_p4, mask, with_jetnet=False)
         distance, error = selection_distance(real_p4, real_mask, gen_p4, mask, seed=int(state.step))
+        if say is not None:
+            say(f"  step {int(state.step)}/{config.run.num_steps}: validation distance {distance:.4g} ± {error:.2g}")
         return {f"val_{k}": v for k, v in quality.items()} | {"val_distance": distance, "val_distance_err": error}
 
     return eval_fn
 
 
-def train_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dict[str, Path]):
-    """Train one seed (resuming if checkpoints exist); returns model, pipeline, noise_fn, best EMA params."""
-    train_file = read_jets(paths["train"])
-    train_rows, val_rows = train_val_rows(len(train_file.jets), config.data, seed)
+def _template(model, cd_config: CDConfig, pipeline: ConstituentPipeline, noise_fn):
+    """Shapes and dtypes of the seed's `TrainState` (nothing computed)."""
+    x = np.zeros((cd_config.batch_size, pipeline.num_constituents, model.config.num_features), np.float32)
+    mask = np.ones(x.shape[:2], bool)
+    return jax.eval_shape(lambda key: create_train_state(key, model, cd_config, x, mask, noise_fn), jax.random.key(0))
+
+
+def _restore_selected(run_dir: Path, template) -> tuple[Any, int]:
+    """EMA parameters and step of the best checkpoint by the validation distance (else the newest)."""
+    with Checkpointer(run_dir / "checkpoints", best_metric=BEST_METRIC, best_mode="min") as ckpt:
+        state, meta = ckpt.restore(template, best=bool(ckpt.steps(best=True)))
+    return state.ema_params, int(meta["step"])
+
+
+def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
+    """Train one seed (resuming if checkpoints exist); returns it at its selected checkpoint."""
+    train_file = read_jets(job.data["train"])
+    train_rows, val_rows = train_val_rows(len(train_file.jets), config.data, job.seed)
     pipeline = ConstituentPipeline.fit(_subset(train_file, train_rows), num_constituents=config.data.num_constituents,
                                        padding_mode=config.cd.padding_mode, feature_space=config.data.feature_space)
-    (run_dir / "pipeline.json").write_text(json.dumps(pipeline.to_dict(), indent=2))
+    (job.directory / "pipeline.json").write_text(json.dumps(pipeline.to_dict(), indent=2))
     cd_config = dataclasses.replace(config.cd, steps_per_epoch=max(1, len(train_rows) // config.cd.batch_size))
     model = TransformerEnergy(config.model)
     noise_fn = make_noise_fn(**pipeline.noise_parameters())
@@ -173,44 +283,58 @@ def train_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dict[s
         x, model_mask, _ = pipeline.transform(batch)
         return x, model_mask
 
-    batches = BatchIterator(paths["train"], cd_config.batch_size, indices=train_rows, seed=seed,
+    batches = BatchIterator(job.data["train"], cd_config.batch_size, indices=train_rows, seed=job.seed,
                             transform=to_model_inputs)
     example_x, example_mask = to_model_inputs(_subset(train_file, train_rows[: cd_config.batch_size]))
-    state = create_train_state(jax.random.key(seed), model, cd_config, example_x, example_mask, noise_fn)
-    loop_config = LoopConfig(num_steps=config.run.num_steps, iterations_per_call=cd_config.iterations_per_call,
-                             log_every=config.run.log_every, checkpoint_every=config.run.checkpoint_every,
-                             eval_every=config.run.eval_every, best_metric=BEST_METRIC, best_mode="min")
-    eval_fn = make_validation_fn(model, pipeline, noise_fn, _subset(train_file, val_rows), config)
+    state = create_train_state(jax.random.key(job.seed), model, cd_config, example_x, example_mask, noise_fn)
+    eval_fn = make_validation_fn(model, pipeline, noise_fn, _subset(train_file, val_rows), config,
+                                 say=None if job.progress else print)
     step_fn = make_cd_step(model, cd_config, noise_fn)
-    state = train_loop(step_fn, state, batches, run_dir, loop_config, eval_fn=eval_fn, run_config=config)
-    with Checkpointer(run_dir / "checkpoints", best_metric=BEST_METRIC, best_mode="min") as ckpt:
-        template = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
-        has_best = bool(ckpt.steps(best=True))
-        best_state, meta = ckpt.restore(template, best=True) if has_best else (state, {"step": int(state.step)})
-    return model, pipeline, noise_fn, best_state.ema_params, int(meta["step"])
+    state = train_loop(step_fn, state, batches, job.directory, loop_config(config, job.progress), eval_fn=eval_fn,
+                       run_config=config)
+    template = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
+    params, best_step = _restore_selected(job.directory, template)
+    return Trained(model, pipeline, noise_fn, params, best_step)
 
 
-def evaluate_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dict[str, Path], model, pipeline,
-                  noise_fn, params) -> dict:
+def load_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
+    """A trained seed from its directory (``pipeline.json`` and checkpoints), without training."""
+    pipeline = ConstituentPipeline.from_dict(json.loads((job.directory / "pipeline.json").read_text()))
+    model = TransformerEnergy(config.model)
+    noise_fn = make_noise_fn(**pipeline.noise_parameters())
+    params, best_step = _restore_selected(job.directory, _template(model, config.cd, pipeline, noise_fn))
+    return Trained(model, pipeline, noise_fn, params, best_step)
+
+
+def _scores(trained: Trained, inputs: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Per process: energy and score norms (raw coordinates; with standardised features also the model's)."""
+    pipeline = trained.pipeline
+    spaces = {"score_norm": pipeline.raw_scale}
+    if pipeline.feature_space != "raw":
+        spaces["score_norm_model"] = None
+    scores = {}
+    for process, (x, model_mask, _) in inputs.items():
+        norms = {name: anomaly_scores(trained.model, trained.params, x, model_mask, coordinate_scale=scale)
+                 for name, scale in spaces.items()}
+        scores[process] = {"energy": norms["score_norm"][0], **{name: norm for name, (_, norm) in norms.items()}}
+    return scores
+
+
+def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> dict:
     """Generation quality, anomaly scores and sculpting on the test sets; writes samples.h5 and plots.
 
     Score norms: ``anomaly_score_norm`` in the paper's raw (log pT, eta, phi) coordinates; with
     standardised features also ``anomaly_score_norm_model`` in the model's space. The truth-vs-truth
     floor compares as many training-file jets with the test QCD jets as there are generated jets.
     """
-    tests = {p: read_jets(paths[p], 0, config.data.num_test_jets) for p in TEST_PROCESSES}
+    model, pipeline, noise_fn, params = trained.model, trained.pipeline, trained.noise_fn, trained.params
+    seed = job.seed
+    tests = {p: read_jets(job.data[p], 0, config.data.num_test_jets) for p in TEST_PROCESSES}
     inputs = {p: pipeline.transform(s) for p, s in tests.items()}
-    score_spaces = {"score_norm": pipeline.raw_scale}
-    if pipeline.feature_space != "raw":
-        score_spaces["score_norm_model"] = None
-    scores = {}
-    for p, (x, model_mask, _) in inputs.items():
-        norms = {name: anomaly_scores(model, params, x, model_mask, coordinate_scale=scale)
-                 for name, scale in score_spaces.items()}
-        scores[p] = {"energy": norms["score_norm"][0], **{name: norm for name, (_, norm) in norms.items()}}
-
+    scores = _scores(trained, inputs)
     key_gen, key_noise = jax.random.split(jax.random.key(10_000 + seed))
-    gen_x, gen_mask = generate(key_gen, model, params, noise_fn, config.generation, config.run.num_generated_jets)
+    gen_x, gen_mask = generate(key_gen, model, params, noise_fn, config.generation, config.run.num_generated_jets,
+                               progress=job.progress)
     noise = noise_fn(key_noise, config.run.num_generated_jets)
     noise_x, noise_mask = (noise if isinstance(noise, tuple) else (noise, np.ones(noise.shape[:2], bool)))
     noise_x, noise_mask = np.asarray(noise_x), np.asarray(noise_mask)
@@ -218,7 +342,7 @@ def evaluate_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dic
 
     real_p4, real_mask = pipeline.jets_as_model_sees(tests["qcd"])
     gen_p4 = pipeline.to_four_vectors(gen_x, gen_mask)
-    truth_p4, truth_mask = pipeline.jets_as_model_sees(read_jets(paths["train"], 0, config.run.num_generated_jets))
+    truth_p4, truth_mask = pipeline.jets_as_model_sees(read_jets(job.data["train"], 0, config.run.num_generated_jets))
     noise_p4 = pipeline.to_four_vectors(noise_x, noise_mask)
     results = {
         "seed": seed,
@@ -235,53 +359,30 @@ def evaluate_seed(config: ExperimentConfig, seed: int, run_dir: Path, paths: dic
     for score_name in scores["qcd"]:
         results[f"anomaly_{score_name}"] = anomaly_quality(
             scores["qcd"][score_name], {p: scores[p][score_name] for p in SIGNALS}, background_mass=qcd_mass)
-    write_jets(run_dir / "samples.h5", JetSample(
-        gen_p4.astype(np.float32), gen_mask, np.zeros((len(gen_p4), 5), np.float32), None,
+    gen_p4 = gen_p4.astype(np.float32)
+    write_jets(job.directory / "samples.h5", JetSample(
+        gen_p4, gen_mask, jet_summary(gen_p4, gen_mask, gen_mask.sum(axis=1)), None,
         {"model": "ebm", "seed": seed, "space": "centred and rotated jet frame (eta, phi relative to the axis)"}))
-    write_seed_report(run_dir, results, tests=tests, scores=scores, noise_energy=noise_energy,
+    write_seed_report(job.directory, results, tests=tests, scores=scores, noise_energy=noise_energy,
                       real=(real_p4, real_mask, pipeline.to_raw_features(*inputs["qcd"][:2])),
                       generated=(gen_p4, gen_mask, pipeline.to_raw_features(gen_x, gen_mask)))
+    results["best_step"] = trained.best_step
     return results
 
 
-def run(config: ExperimentConfig, out_dir: Path) -> dict:
-    """All seeds, then the summary; returns the summary dict."""
-    paths = ensure_data(config.data)
-    if not (out_dir / "data_summary.json").exists():
-        summary = write_data_summary(out_dir, paths, num_jets=config.data.num_test_jets, jet_radius=config.data.jet_radius)
-        print("data:", json.dumps({name: s["mass_q16_50_84"] for name, s in summary.items()}), "(jet mass quantiles, GeV)")
-    per_seed = []
-    for seed in config.seeds:
-        run_dir = out_dir / f"seed_{seed}"
-        results_path = run_dir / "results.json"
-        if results_path.exists():
-            per_seed.append(json.loads(results_path.read_text()))
-            continue
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.json")
-        model, pipeline, noise_fn, params, best_step = train_seed(config, seed, run_dir, paths)
-        results = evaluate_seed(config, seed, run_dir, paths, model, pipeline, noise_fn, params)
-        results["best_step"] = best_step
-        tmp = results_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, results_path)
-        per_seed.append(results)
-    return write_summary(out_dir, config, per_seed)
+def sample(config: ExperimentConfig, trained: Trained, num_jets: int, seed: int, progress: bool = True) -> JetSample:
+    """``num_jets`` jets from the trained model's generation chains (``config.generation``), as four-vectors
+    in the centred, rotated jet frame with their jet summaries (schema file content)."""
+    x, mask = generate(jax.random.key(seed), trained.model, trained.params, trained.noise_fn, config.generation,
+                       num_jets, progress=progress)
+    p4 = trained.pipeline.to_four_vectors(x, mask).astype(np.float32)
+    attrs = {"model": "ebm", "seed": seed, "selected_step": trained.best_step,
+             "chain_steps": config.generation.num_steps,
+             "space": "centred and rotated jet frame (eta, phi relative to the axis)"}
+    return JetSample(p4, mask, jet_summary(p4, mask, mask.sum(axis=1)), None, attrs)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="cpu", help="name in experiments/configs/ or a TOML path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
-    parser.add_argument("--out", type=Path, help="output directory (default runs/ebm_jets/<preset name>)")
-    args = parser.parse_args(argv)
-    preset = Path(args.preset) if args.preset.endswith(".toml") else CONFIG_DIR / f"{args.preset}.toml"
-    overrides = list(args.overrides) + ([f"seeds={list(args.seeds)}"] if args.seeds else [])
-    config = load_config(ExperimentConfig, preset, overrides)
-    summary = run(config, args.out or Path("runs/ebm_jets") / config.name)
-    print(json.dumps(summary["mean"], indent=2))
-
-
-if __name__ == "__main__":
-    main()
+EXPERIMENT = Experiment(
+    name="ebm", config_class=ExperimentConfig, presets=CONFIG_DIR, validate=validate, data_files=data_files,
+    describe_data=describe_data, train_seed=train_seed, load_seed=load_seed, evaluate_seed=evaluate_seed,
+    write_summary=write_summary, write_report=write_report, sample=sample)

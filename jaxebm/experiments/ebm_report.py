@@ -1,4 +1,6 @@
-"""Plots and markdown reports of the EBM-for-jets experiment (`experiments.ebm_jets`)."""
+"""Plots and markdown reports of the EBM-for-jets experiment (`jaxebm.experiments.ebm`): the data
+summary, one report per seed, the summary over seeds with the paper's tables and the run's provenance,
+and the report over a seed sweep (``jaxebm report``) with its learning curve."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +15,7 @@ from jaxebm.data.io import read_jets
 from jaxebm.data.observables import nsubjettiness, tau_ratios
 from jaxebm.data.preprocess import constituent_pt_eta_phi
 from jaxebm.evaluation import jet_observables
+from jaxebm.experiments.learning_curve import write_learning_curve
 from jaxebm.metrics import roc_curve, summarise_over_seeds
 from jaxebm.plots import (
     plot_average_images,
@@ -213,8 +216,29 @@ def write_seed_report(run_dir: Path, results: dict, **plot_inputs) -> None:
     _atomic_write(run_dir / "report.md", "\n".join(lines) + "\n")
 
 
-def write_summary(out_dir: Path, config, per_seed: list[dict]) -> dict:
-    """Mean ± std over seeds (sample std) next to the paper; ``summary.json`` and ``report.md``."""
+def provenance_lines(record: dict | None) -> list[str]:
+    """Markdown lines: what ran (versions, commit, devices, creation time) and on which data files."""
+    if record is None:
+        return ["No provenance record (`run.json`): the run predates it."]
+    devices = f"{', '.join(record['devices'])} ({', '.join(record.get('device_kinds', []))})"
+    lines = [f"Created {record['created']} by jaxebm {record['jaxebm']} (git {record['git_commit'] or 'unknown'}), "
+             f"jax {record['jax']} / jaxlib {record['jaxlib']}, Python {record['python']} on {record['host']}; "
+             f"devices: {devices}. Later commands on the run: `history.jsonl`.", "",
+             "| data file | jets | process | R | seed | pT window [GeV] | size [MB] |",
+             "| --- | ---: | --- | ---: | ---: | --- | ---: |"]
+    for name, data in record["data"].items():
+        attrs = data["attrs"]
+        lines.append(f"| {name}: `{data['path']}` | {data['num_jets']} | {attrs.get('process', '?')} | "
+                     f"{attrs.get('jet_radius', '?')} | {attrs.get('seed', '?')} | {attrs.get('jet_pt_min', '?')}-"
+                     f"{attrs.get('jet_pt_max', '?')} | {data['size_bytes'] / 1e6:.1f} |")
+    return lines
+
+
+def write_summary(out_dir: Path, config, per_seed: list[dict], *, record: dict | None = None,
+                  seed_dirs: list[Path] | None = None, extra_lines: list[str] = ()) -> dict:
+    """Mean ± std over seeds (sample std) next to the paper; ``summary.json`` and ``report.md`` with the
+    provenance ``record`` (``run.json``), ``extra_lines`` and links to the seed reports in ``seed_dirs``
+    (default ``out_dir/seed_<s>``)."""
     flats = [flatten(r) for r in per_seed]
     keys = sorted(set.intersection(*(set(f) for f in flats)))
     stats = summarise_over_seeds([{k: f[k] for k in keys} for f in flats], ddof=1 if len(flats) > 1 else 0)
@@ -244,6 +268,23 @@ def write_summary(out_dir: Path, config, per_seed: list[dict]) -> dict:
               "| --- | ---: | --- |"]
     lines += [f"| {target} | {measured} | {'yes' if met else 'no'} |" for target, measured, met in
               target_checks(summary["mean"])]
-    lines += ["", "Per-seed reports: " + ", ".join(f"[seed {s}](seed_{s}/report.md)" for s in summary["seeds"])]
+    seed_dirs = seed_dirs or [out_dir / f"seed_{seed}" for seed in summary["seeds"]]
+    lines += list(extra_lines) + ["", "## Provenance", ""] + provenance_lines(record)
+    lines += ["", "Per-seed reports: " + ", ".join(f"[seed {s}]({os.path.relpath(d / 'report.md', out_dir)})"
+                                                   for s, d in zip(summary["seeds"], seed_dirs))]
     _atomic_write(out_dir / "report.md", "\n".join(lines) + "\n")
     return summary
+
+
+def write_report(out_dir: Path, config, per_seed: list[dict], *, record: dict | None = None,
+                 seed_dirs: list[Path]) -> dict:
+    """`write_summary` over ``seed_dirs`` (one run, or a seed sweep over runs) into ``out_dir``, with the
+    validation learning curve of those seeds (``learning_curve.{png,json,md}``) when they logged one."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with_curves = [d for d in seed_dirs if (d / "metrics.jsonl").exists()
+                   and any(row.get("event") == "eval" for row in read_metrics(d / "metrics.jsonl"))]
+    extra = []
+    if with_curves:
+        write_learning_curve({config.name: with_curves}, out_dir)
+        extra = ["", "## Learning curve", "", "![learning curve](learning_curve.png) ([table](learning_curve.md))"]
+    return write_summary(out_dir, config, per_seed, record=record, seed_dirs=seed_dirs, extra_lines=extra)

@@ -1,25 +1,24 @@
-"""Learning curves of `experiments.ebm_jets` runs: validation distances against CD iterations, per variant.
+"""Learning curves of EBM runs (`jaxebm.experiments.ebm`): validation distances against CD iterations.
 
 Each seed directory logs ``eval`` rows to its ``metrics.jsonl``: the checkpoint-selection distance
 ``D`` (sum of W1 of jet pT, mass and M/pT over the real spread, with its bootstrap error) and the JSDs
 of pT, M and M/pT between validation-length chains and validation QCD jets. The figure shows ``D`` with
 its error bars and the selected checkpoint of each run; the table lists, per run, the checkpoints
-whose ``D`` is within one error of the selected one (the selection cannot tell them apart). This script puts the runs of one or more variants
-(preset, length, size, data) on one figure, next to the noise-initialised chains and the
-truth-vs-truth floor from the runs' ``results.json``, and tabulates the curve and each variant's
-test-set results at its selected checkpoint:
+whose ``D`` is within one error of the selected one (the selection cannot tell them apart). The runs
+of one or more variants (preset, length, size, data) go on one figure, next to the noise-initialised
+chains and the truth-vs-truth floor from the runs' ``results.json``, with a table of the curve and of
+each variant's test-set results at its selected checkpoint:
 
+    write_learning_curve(parse_variants(["cpu=runs/ebm_jets/cpu/seed_*"]), Path("runs/curves"))
     python -m experiments.ebm_learning_curve "cpu=runs/ebm_jets/cpu/seed_*" \\
         "cpu, 2400 iterations=runs/ebm_jets/cpu_long/seed_0" --out runs/ebm_jets/cpu
 
-A run is made longer by running it again with a larger ``run.num_steps`` after removing its
-``results.json``: training resumes from its last checkpoint.
-
-Writes ``<out>/learning_curve.png``, ``<out>/learning_curve.json`` and ``<out>/learning_curve.md``.
+A run is made longer with ``--extend --set run.num_steps=<more>``: training resumes from its last
+checkpoint. Writes ``<out>/learning_curve.png``, ``<out>/learning_curve.json`` and
+``<out>/learning_curve.md``.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -184,16 +183,3 @@ def write_learning_curve(variants: dict[str, list[Path]], out_dir: Path) -> dict
         tmp.write_text(text)
         os.replace(tmp, out_dir / name)
     return content
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("variants", nargs="+", metavar="LABEL=DIRECTORY_GLOB", help="seed directories of a variant")
-    parser.add_argument("--out", type=Path, required=True, help="directory for learning_curve.{png,json,md}")
-    args = parser.parse_args(argv)
-    write_learning_curve(parse_variants(args.variants), args.out)
-    print(f"wrote {args.out / 'learning_curve.md'}")
-
-
-if __name__ == "__main__":
-    main()

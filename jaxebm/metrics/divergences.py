@@ -146,7 +146,8 @@ def paper_jsd(real, gen, value_range: tuple[float, float], *, num_bins: int = 50
 
     Bins as ``torch.histc``: equal width on ``[low, high]``, the last bin closed, values outside the
     range not counted. Table 2 of the paper (jet pT on [200, 1000] GeV, mass on [0, 500] GeV) is on
-    this scale, ~1/50 of `histogram_jsd` on the same bins.
+    this scale, ~1/50 of `histogram_jsd` on the same bins. A sample with no value inside the range
+    (where the paper's code gives NaN) counts as disjoint from the other: ``log(2) / num_bins``.
 
     Example:
         >>> paper_jsd([0.1, 0.1], [0.9, 0.9], (0.0, 1.0), num_bins=2)  # disjoint: log(2) / 2
@@ -159,12 +160,12 @@ def paper_jsd(real, gen, value_range: tuple[float, float], *, num_bins: int = 50
     edges = np.linspace(low, high, num_bins + 1)
 
     def histc(values: np.ndarray) -> np.ndarray:
-        inside = values[(values >= low) & (values <= high)]
-        if inside.size == 0:
-            raise MetricInputError(f"no value inside the range {value_range}")
-        return np.histogram(inside, bins=edges)[0].astype(np.float64)
+        return np.histogram(values[(values >= low) & (values <= high)], bins=edges)[0].astype(np.float64)
 
-    return jsd_from_histograms(histc(real), histc(gen)) / num_bins
+    real_counts, gen_counts = histc(real), histc(gen)
+    if not (real_counts.sum() > 0 and gen_counts.sum() > 0):
+        return float(np.log(2.0)) / num_bins
+    return jsd_from_histograms(real_counts, gen_counts) / num_bins
 
 
 def _weighted_cdf(sorted_values, sorted_weights, points) -> np.ndarray:

@@ -15,3 +15,11 @@ __all__ = [
     "common", "mlp", "transformer",
     "energy_fn", "MLPConfig", "MLPEnergy", "TransformerConfig", "TransformerEnergy",
 ]
+
+# ConVAE + normalizing-flow jet generator (seed 004): `convae` (ConVAE, loss, min-max scaling, momentum
+# matrices) and `flows` (RealNVP); training and sampling live in `jaxebm.train.vae`.
+from jaxebm.models import convae, flows  # noqa: E402
+from jaxebm.models.convae import ConVAE, ConVAEConfig, ConVAELoss, MinMaxScaler  # noqa: E402
+from jaxebm.models.flows import RealNVP, RealNVPConfig  # noqa: E402
+
+__all__ += ["convae", "flows", "ConVAE", "ConVAEConfig", "ConVAELoss", "MinMaxScaler", "RealNVP", "RealNVPConfig"]

@@ -4,13 +4,17 @@ Layout under ``directory``::
 
     latest/<step>/state   periodic saves, the last ``max_to_keep`` kept
     latest/<step>/meta    JSON: step, data_position, config, metrics, key_impl, extra
-    best/<step>/...       the best save by ``best_metric`` (only saves that report it)
+    best/<step>/...       the two best saves by ``best_metric`` (only saves that report it)
 
 Every leaf of the state is saved (parameters, optimiser, EMA, replay buffer, step, learning-rate
 scale); the typed PRNG key is stored as its key data and re-wrapped on restore. Orbax writes each
 checkpoint to a temporary directory and renames it when complete, so a crash never leaves a
 half-written checkpoint that looks finished. Saves are asynchronous: `wait_until_finished` blocks
 until they are on disk (`restore` and `close` call it).
+
+A checkpoint damaged later (a truncated or deleted array file, lost metadata) is skipped on restore
+with a warning: the newest readable periodic checkpoint is used, and for ``best=True`` the runner-up
+best one. When no best checkpoint is readable the error says which directory to delete.
 
 Example::
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from typing import Any
 
@@ -38,6 +43,7 @@ __all__ = ["CheckpointError", "Checkpointer", "to_jsonable"]
 log = logging.getLogger(__name__)
 
 _READ_ERRORS = (ValueError, OSError, KeyError)  # what Orbax / TensorStore raise on unreadable data
+_BEST_KEPT = 2  # best checkpoints kept: the runner-up stands in when the best one is damaged
 
 
 class CheckpointError(ValueError):
@@ -84,6 +90,25 @@ def _check_shapes(stored_tree, expected: TrainState, where: str) -> None:
                 f"the template wants {tuple(leaf.shape)} {np.dtype(leaf.dtype)}")
 
 
+def _read_error(error: BaseException) -> BaseException | None:
+    """The first of ``error`` and the errors it was raised from that is one of `_READ_ERRORS`, or None.
+
+    Orbax wraps TensorStore's error on a truncated or missing array file (a ValueError such as
+    DATA_LOSS, OUT_OF_RANGE or NOT_FOUND) in a bare `Exception`, so the chain of causes is searched.
+    """
+    while error is not None and not isinstance(error, _READ_ERRORS):
+        error = error.__cause__
+    return error
+
+
+def _stored_state_tree(manager: ocp.CheckpointManager, step: int):
+    """Shapes and dtypes of the state saved at ``step``; FileNotFoundError when its metadata is gone."""
+    metadata = manager.item_metadata(step)["state"]
+    if metadata is None:
+        raise FileNotFoundError(f"{manager.directory}/{step}/state: no array metadata")
+    return metadata.tree
+
+
 def _item_handlers() -> dict:
     """Handlers of the two items, registered up front so a fresh manager can read metadata."""
     return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
@@ -95,7 +120,7 @@ class Checkpointer:
     Args:
       directory: created if absent; holds ``latest/`` and ``best/``.
       max_to_keep: periodic checkpoints kept.
-      best_metric: name in the ``metrics`` given to `save` that ranks the ``best/`` checkpoint
+      best_metric: name in the ``metrics`` given to `save` that ranks the ``best/`` checkpoints
         (None: no best checkpoint). best_mode: "min" or "max".
       is_async: write in a background thread (`wait_until_finished` to block).
     """
@@ -106,16 +131,24 @@ class Checkpointer:
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
         self.directory = os.path.abspath(os.fspath(directory))  # Orbax rejects relative paths
         self.best_metric = best_metric
+        self.best_mode = best_mode
         self._latest = ocp.CheckpointManager(
             os.path.join(self.directory, "latest"), item_handlers=_item_handlers(),
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                  enable_async_checkpointing=is_async))
-        self._best = None if best_metric is None else ocp.CheckpointManager(
-            os.path.join(self.directory, "best"), item_handlers=_item_handlers(),
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, create=True, best_fn=lambda metrics: float(metrics[best_metric]),
-                best_mode=best_mode, keep_checkpoints_without_metrics=False,
-                enable_async_checkpointing=is_async))
+        self._best = None
+        if best_metric is not None:
+            try:
+                self._best = ocp.CheckpointManager(
+                    os.path.join(self.directory, "best"), item_handlers=_item_handlers(),
+                    options=ocp.CheckpointManagerOptions(
+                        max_to_keep=_BEST_KEPT, create=True, best_fn=lambda metrics: float(metrics[best_metric]),
+                        best_mode=best_mode, keep_checkpoints_without_metrics=False,
+                        enable_async_checkpointing=is_async))
+            except _READ_ERRORS as error:  # e.g. a damaged metrics file, read when the manager starts
+                self._latest.close()
+                raise CheckpointError(f"best checkpoints unreadable ({type(error).__name__}: {str(error)[:200]}). "
+                                      f"{self._best_recovery_hint()}") from error
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -156,30 +189,38 @@ class Checkpointer:
     def restore(self, template: TrainState, step: int | None = None, *, best: bool = False) -> tuple[TrainState, dict]:
         """Restore into the shapes of ``template`` (a concrete or abstract `TrainState`).
 
-        ``step`` None tries the newest checkpoint first and falls back to older ones while they
-        are unreadable (logged). A checkpoint whose leaves do not match the template raises
-        `CheckpointError` at once. Returns ``(state, meta)`` with ``meta`` the JSON entry.
+        ``step`` None tries the newest checkpoint first (``best``: the best one) and falls back to
+        older (runner-up) ones while they are unreadable (logged). A checkpoint whose leaves do not
+        match the template raises `CheckpointError` at once, as does finding none readable. Returns
+        ``(state, meta)`` with ``meta`` the JSON entry.
         """
         self.wait_until_finished()
         manager = self._manager(best)
-        candidates = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+        if step is not None:
+            candidates = [step]
+        else:
+            candidates = self._best_first(manager.all_steps()) if best else sorted(manager.all_steps(), reverse=True)
         expected = _abstract_storable(template)
         for candidate in candidates:
             where = f"{manager.directory}/{candidate}"
             try:
-                _check_shapes(manager.item_metadata(candidate)["state"].tree, expected, where)
+                _check_shapes(_stored_state_tree(manager, candidate), expected, where)
                 restored = manager.restore(candidate, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(expected), meta=ocp.args.JsonRestore()))
             except CheckpointError:
                 raise
-            except _READ_ERRORS as error:
-                log.warning("checkpoint %s unreadable (%s: %.200s); trying an older one", where,
-                            type(error).__name__, error)
+            except Exception as error:  # noqa: BLE001 - Orbax raises a bare Exception on damaged arrays
+                cause = _read_error(error)
+                if cause is None:
+                    raise
+                log.warning("checkpoint %s unreadable (%s: %.300s); trying the next one", where,
+                            type(cause).__name__, cause)
                 continue
             meta = restored.meta
             key = jax.random.wrap_key_data(restored.state.key, impl=meta["key_impl"])
             return restored.state.replace(key=key), meta
-        raise CheckpointError(f"no readable checkpoint among steps {candidates} in {manager.directory}")
+        message = f"no readable checkpoint among steps {candidates} in {manager.directory}"
+        raise CheckpointError(f"{message}. {self._best_recovery_hint()}" if best else message)
 
     def wait_until_finished(self) -> None:
         """Block until every pending save is on disk."""
@@ -198,6 +239,27 @@ class Checkpointer:
         if best and self._best is None:
             raise ValueError("no best checkpoints: construct the Checkpointer with best_metric")
         return self._best if best else self._latest
+
+    def _best_first(self, steps) -> list[int]:
+        """``steps`` of the best checkpoints ordered best metric first; unranked steps last, newest first."""
+        sign = 1.0 if self.best_mode == "min" else -1.0
+
+        def rank(step: int) -> tuple[float, int]:
+            try:
+                metrics = self._best.metrics(step)
+            except _READ_ERRORS:
+                metrics = None
+            if not metrics or self.best_metric not in metrics:
+                return math.inf, -step
+            return sign * float(metrics[self.best_metric]), -step
+
+        return sorted(steps, key=rank)
+
+    def _best_recovery_hint(self) -> str:
+        """What to do when the best checkpoints cannot be read."""
+        best_dir, latest_dir = os.path.join(self.directory, "best"), os.path.join(self.directory, "latest")
+        return (f"To recover, delete the directory {best_dir} and rerun: training resumes from the periodic "
+                f"checkpoints in {latest_dir} and later evaluations select a new best")
 
     def _delete_from(self, manager: ocp.CheckpointManager, step: int, *, only_equal: bool = False) -> None:
         """Delete saved steps ``== step`` (``only_equal``) or ``>= step``."""

@@ -10,12 +10,16 @@ Rollback: when `HealthMonitor.diagnose` flags a step, the state returns to the n
 checkpoint, its key is folded with the rollback count and its ``lr_scale`` becomes the pre-rollback
 value times ``lr_factor``. The data position is not rewound: the batches since that checkpoint are
 skipped rather than replayed, so a bad batch is not met again. Each rollback writes a row with
-``event = "rollback"``; when the budget is spent the driver writes ``event = "abort"`` and raises
-`TrainingDiverged`.
+``event = "rollback"`` and prints a line naming the step and the reason; when the budget is spent
+the driver writes ``event = "abort"`` and raises `TrainingDiverged`.
+
+Resume: rows of ``metrics.jsonl`` logged after the restored checkpoint's step (and a row cut short
+by a crash) are dropped before the run goes on, so each step is logged once.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -98,17 +102,47 @@ def _roll_back(ckpt: Checkpointer, template, metrics, monitor: HealthMonitor, lo
                           lr_scale=jnp.asarray(lr_scale, jnp.float32))
     logger.log({"step": step, "event": "rollback", "reason": reason, "to_step": meta["step"],
                 "lr_scale": lr_scale, "num_rollbacks": monitor.num_rollbacks})
+    tqdm.write(f"rollback at step {step}: {reason}; back to step {meta['step']} with learning-rate scale "
+               f"{lr_scale:g} (rollback {monitor.num_rollbacks} of {monitor.config.max_rollbacks})")
     return state
+
+
+def _is_kept_row(line: str, step: int) -> bool:
+    """Whether a ``metrics.jsonl`` line survives a resume from ``step``: a whole row of a step <= ``step``."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:  # the half-written last row of a killed run
+        return False
+    return row.get("step", step) <= step
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+    """Rewrite the metrics log at ``path`` without rows after ``step``, atomically (temp file + rename)."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    kept = [line.rstrip("\n") + "\n" for line in lines if _is_kept_row(line, step)]
+    if kept == lines:
+        return
+    temp_path = f"{path}.{os.getpid()}.tmp"
+    with open(temp_path, "w", encoding="utf-8") as handle:
+        handle.writelines(kept)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp_path, path)
 
 
 def _resume(ckpt: Checkpointer, template, state: TrainState, batches, health: HealthConfig,
             logger: MetricsLogger) -> tuple[TrainState, HealthMonitor]:
-    """The newest checkpoint's state (and data position, when ``batches`` is given) if there is one."""
+    """The newest checkpoint's state (and data position, when ``batches`` is given) if there is one;
+    the log loses the rows of the steps that will run again."""
     if ckpt.latest_step() is None:
         return state, HealthMonitor(health)
     state, meta = ckpt.restore(template)
     if batches is not None and meta["data_position"] is not None:
         batches.restore(meta["data_position"])
+    _drop_rows_after(logger.path, meta["step"])
     logger.log({"step": meta["step"], "event": "resume", "data_position": meta["data_position"]})
     return state, HealthMonitor(health, num_rollbacks=(meta["extra"] or {}).get("num_rollbacks", 0))
 

@@ -1,4 +1,12 @@
-"""Pythia 8 + anti-kT jet generation: schema, cuts, determinism, physics, FastJet agreement."""
+"""Pythia 8 + anti-kT jet generation: schema, cuts, determinism, physics, FastJet agreement,
+input checks before any work, workers that die with their parent."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import fastjet
 import numpy as np
@@ -183,12 +191,110 @@ def test_every_registered_process_has_a_well_formed_card():
         assert all(" = " in setting for setting in card.pythia_settings)
 
 
-def test_command_line_writes_the_file(tmp_path):
+def test_command_line_writes_the_file_and_replaces_it_only_with_overwrite(tmp_path):
     out = tmp_path / "cli.h5"
-    generate.main(["--process", "w", "--num-jets", "3", "--out", str(out), "--seed", "4", "--quiet",
-                   "--no-multiparton-interactions", "--jet-radius", "1.0"])
+    argv = ["--process", "w", "--num-jets", "3", "--out", str(out), "--seed", "4", "--quiet",
+            "--no-multiparton-interactions", "--jet-radius", "1.0"]
+    generate.main(argv)
     sample = read_jets(out)
     assert sample.jets.shape == (3, 5)
     assert (sample.attrs["process"], sample.attrs["seed"], sample.attrs["jet_radius"]) == ("w", 4, 1.0)
     assert sample.attrs["multiparton_interactions"] is False
     assert "PartonLevel:MPI = off" in sample.attrs["pythia_settings"]
+    generate.main([*argv, "--seed", "5", "--overwrite"])
+    assert read_jets(out).attrs["seed"] == 5
+
+
+@pytest.fixture
+def no_generation(monkeypatch):
+    """Make any start of event generation fail the test: the checks must come first."""
+    def started(*args, **kwargs):
+        raise AssertionError("generation started before the input was checked")
+
+    monkeypatch.setattr(generate, "generate_shard", started)
+    monkeypatch.setattr(generate, "_run_workers", started)
+
+
+def _exit_status_and_message(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        generate.main(argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-jets", "-5"], "num_jets: must be >= 1, got -5"),
+        (["--num-jets", "4", "--workers", "0"], "num_workers: .* got 0"),
+        (["--seed", "-1"], "seed: must be >= 0"),
+        (["--jet-radius", "-0.4"], "jet_radius: must be > 0"),
+        (["--max-constituents", "0"], "max_constituents: must be > 0"),
+        (["--jet-pt-min", "700"], "jet_pt_min, jet_pt_max"),
+    ],
+)
+def test_command_line_names_each_bad_value_before_any_work(tmp_path, capsys, no_generation, flags, message):
+    status, error = _exit_status_and_message(["--out", str(tmp_path / "jets.h5"), *flags], capsys)
+    assert status == 2 and re.search(message, error)
+    assert os.listdir(tmp_path) == []
+
+
+def test_command_line_refuses_an_existing_out_file_without_overwrite(tmp_path, capsys, no_generation):
+    out = tmp_path / "jets.h5"
+    out.write_bytes(b"an earlier sample")
+    status, error = _exit_status_and_message(["--out", str(out), "--num-jets", "3"], capsys)
+    assert status == 2 and f"{out}: exists; pass --overwrite" in error
+    assert out.read_bytes() == b"an earlier sample"
+
+
+def test_command_line_refuses_an_unwritable_out_directory_before_any_work(tmp_path, capsys, no_generation):
+    (tmp_path / "file").write_text("not a directory")
+    out = tmp_path / "file" / "jets.h5"  # root ignores permission bits, so the directory cannot exist instead
+    status, error = _exit_status_and_message(["--out", str(out), "--num-jets", "3"], capsys)
+    assert status == 2 and f"the output directory {out.parent} is not writable" in error
+
+
+# Runs a generation far longer than the test, in two worker processes.
+_LONG_GENERATION = """
+from jaxebm.data.generate import GenerationConfig, generate_jets
+generate_jets(GenerationConfig(num_jets=40_000, num_workers=2, multiparton_interactions=False), progress=False)
+"""
+
+
+def _parent_pid(pid):
+    """The parent of process ``pid`` from /proc, None once it is gone or a zombie (dead, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            state, parent = handle.read().rsplit(")", 1)[1].split()[:2]
+    except (OSError, IndexError):
+        return None
+    return None if state == "Z" else int(parent)
+
+
+def _children(pid):
+    """Live processes whose parent is ``pid``."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and _parent_pid(int(entry)) == pid]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes in /proc")
+def test_workers_exit_when_the_parent_is_killed():
+    parent = subprocess.Popen([sys.executable, "-c", _LONG_GENERATION], stderr=subprocess.DEVNULL)
+    children = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(children) < 3 and time.monotonic() < deadline:  # two workers and multiprocessing's resource tracker
+            time.sleep(0.1)
+            children = _children(parent.pid)
+        assert len(children) == 3, f"expected two workers and a resource tracker, found {children}"
+        time.sleep(3)  # the workers are generating
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_parent_pid(child) is not None for child in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [child for child in children if _parent_pid(child) is not None] == []
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        for child in children:
+            if _parent_pid(child) is not None:
+                os.kill(child, signal.SIGKILL)

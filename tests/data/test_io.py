@@ -1,6 +1,10 @@
 """HDF5 schema: round trip, slices, atomic writes, clear errors, public-format readers."""
 
 import os
+import re
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -88,6 +92,37 @@ def test_failed_write_leaves_the_old_file_untouched_and_no_temp_file(tmp_path, m
     assert os.listdir(tmp_path) == ["jets.h5"]
 
 
+# Creates the temporary file of ``argv[1]``, then stalls until killed (as a write killed mid-way).
+_STALLED_WRITER = """
+import sys, time
+import numpy as np
+from jaxebm.data import io
+def stall(file, sample):
+    time.sleep(60)
+io._write_datasets = stall
+io.write_jets(sys.argv[1], io.JetSample(np.ones((2, 3, 4), np.float32), np.ones((2, 3), bool),
+                                        np.full((2, 5), 3, np.float32)))
+"""
+
+
+def test_next_write_removes_the_temp_file_of_a_killed_write(tmp_path):
+    path = tmp_path / "jets.h5"
+    writer = subprocess.Popen([sys.executable, "-c", _STALLED_WRITER, str(path)])
+    try:
+        deadline = time.monotonic() + 15
+        while not list(tmp_path.glob(".jets.h5.*.tmp")) and writer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+    assert len(list(tmp_path.glob(".jets.h5.*.tmp"))) == 1, "the writer never created its temporary file"
+    live_writer_temp = f".jets.h5.{os.getpid()}.{'0' * 32}.tmp"  # a write in progress in a live process
+    (tmp_path / live_writer_temp).write_bytes(b"")
+    write_jets(path, _synthetic_sample())
+    assert sorted(os.listdir(tmp_path)) == sorted([live_writer_temp, "jets.h5"])
+    assert count_jets(path) == 12
+
+
 def test_write_replaces_an_existing_file_and_creates_directories(tmp_path):
     path = tmp_path / "new" / "jets.h5"
     write_jets(path, _synthetic_sample(seed=1))
@@ -147,6 +182,71 @@ def test_reading_a_bad_file_names_the_problem(tmp_path, name, writer, message):
     with pytest.raises(JetFileError, match=message) as error:
         read_jets(path)
     assert str(path) in str(error.value)
+
+
+def _with_bad_mask_row(row, problem):
+    """Arrays of a valid 5-jet file with jet ``row`` broken: an all-False mask, or a mask count that
+    contradicts n_constituents."""
+    sample = _synthetic_sample(num_jets=5)
+    arrays = {"constituents": sample.constituents, "mask": sample.mask.copy(), "jets": sample.jets.copy()}
+    if problem == "empty":
+        arrays["mask"][row] = False
+    else:
+        arrays["jets"][row, 4] = arrays["mask"][row].sum() - 1
+    return arrays
+
+
+@pytest.mark.parametrize(("problem", "message"), [("empty", "the mask is all False"),
+                                                  ("count", r"the mask marks \d+ constituents, but n_constituents")])
+def test_a_bad_mask_row_names_the_file_and_the_first_bad_row(tmp_path, problem, message):
+    path = tmp_path / "jets.h5"
+    arrays = _with_bad_mask_row(3, problem)
+    arrays["mask"][4] = False  # a second bad row: the first one is reported
+    _write_raw(path, **arrays)
+    for start in (0, 2):
+        with pytest.raises(JetFileError, match=f"{re.escape(str(path))}: row 3: .*({message})"):
+            read_jets(path, start=start)
+    assert read_jets(path, stop=3).jets.shape == (3, 5)
+
+
+def test_landscape_and_jetnet_readers_reject_a_jet_without_constituents(tmp_path):
+    constituents = np.zeros((3, 200, 4), np.float32)
+    constituents[:, 0] = [10.0, 6.0, 8.0, 0.0]
+    constituents[1] = 0.0
+    _write_landscape(tmp_path / "landscape.h5", constituents, np.zeros(3))
+    with pytest.raises(JetFileError, match="landscape.h5: row 1: the mask is all False"):
+        read_top_tagging_landscape(tmp_path / "landscape.h5")
+    features = np.zeros((3, 30, 4), np.float32)
+    features[[0, 2], 0] = [0.0, 0.0, 1.0, 1.0]
+    with h5py.File(tmp_path / "jetnet.hdf5", "w") as file:
+        file.create_dataset("particle_features", data=features)
+        file.create_dataset("jet_features", data=np.ones((3, 5), np.float32))
+    with pytest.raises(JetFileError, match="jetnet.hdf5: row 1: the mask is all False"):
+        read_jetnet(tmp_path / "jetnet.hdf5")
+
+
+def _zero_first_chunk(path):
+    """Overwrite the first compressed chunk of 'constituents' with zeros (corrupt data, intact layout)."""
+    with h5py.File(path, "r") as file:
+        chunk = file["constituents"].id.get_chunk_info(0)
+    with open(path, "r+b") as handle:
+        handle.seek(chunk.byte_offset)
+        handle.write(bytes(chunk.size))
+
+
+def _truncate_to_half(path):
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize("damage", [_zero_first_chunk, _truncate_to_half, lambda path: path.write_bytes(b"")],
+                         ids=["corrupt_chunk", "truncated", "empty"])
+def test_a_damaged_file_names_the_file_and_says_to_regenerate_it(tmp_path, damage):
+    path = tmp_path / "jets.h5"
+    write_jets(path, _synthetic_sample(num_jets=600))
+    damage(path)
+    with pytest.raises(JetFileError, match=f"{re.escape(str(path))}: not a readable HDF5 file.*generate it again"):
+        read_jets(path)
 
 
 def test_missing_file_and_bad_slices_raise(tmp_path):

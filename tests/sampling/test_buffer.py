@@ -50,6 +50,15 @@ def test_replayed_starts_and_written_samples_come_back():
     np.testing.assert_array_equal(state.samples["features"][untouched, 0, 0], untouched.astype(np.float32))
 
 
+def test_replayed_slots_are_uniform_over_the_whole_buffer():
+    state = indexed_state(10)
+    starts, indices = jax.jit(buffer.sample, static_argnums=(2, 3))(
+        jax.random.key(5), state, 20_000, constant_noise(-1.0), 0.0)
+    np.testing.assert_array_equal(starts["features"][:, 0, 0], indices.astype(np.float32))
+    one_hot = np.asarray(indices)[:, None] == np.arange(10)
+    assert_close_iid(one_hot.astype(np.float64), np.full(10, 0.1), what="slot frequencies")
+
+
 def test_fifo_writes_oldest_slots_in_order():
     state = indexed_state(10)
     written = []

@@ -139,3 +139,32 @@ def test_nan_energy_is_rejected():
 def test_unbatched_energy_is_rejected():
     with pytest.raises(ValueError, match="one energy per chain"):
         mala.init(jnp.zeros((4, 2)), lambda x: jnp.sum(x**2))
+
+
+@pytest.mark.parametrize("module, config", [
+    pytest.param(langevin, LangevinConfig(0.1, 0.0, temperature=2.0), id="ula"),
+    pytest.param(mala, LangevinConfig(0.05, 0.2), id="mala"),
+    pytest.param(hmc, HMCConfig(0.1, 2), id="hmc"),
+])
+def test_chain_info_reports_energy_and_gradient_norm_over_free_coordinates(module, config):
+    """E = 0.5 sum a x^2 on every coordinate (frozen ones too). ULA (noise 0) moves x0 to
+    x0 - h a x0 / T on free coordinates and reports E and ||grad E|| over free coordinates at x0;
+    MALA and HMC report them at the position they end at."""
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(size=(64, 4, 3)).astype(np.float32)
+    frozen = rng.random((64, 4)) < 0.5
+    scale = np.array([0.5, 2.0, 1.5], np.float32)
+    energy_fn = lambda x: 0.5 * jnp.sum(scale * jnp.square(x), axis=(1, 2))
+    x, info = jax.jit(lambda key: module.run_chain(key, jnp.asarray(x0), energy_fn, config, 1,
+                                                   frozen_mask=frozen))(jax.random.key(0))
+    x, x0 = np.asarray(x, np.float64), x0.astype(np.float64)
+    np.testing.assert_array_equal(x[frozen], x0[frozen])
+    if module is langevin:
+        np.testing.assert_allclose(x, np.where(frozen[..., None], x0, x0 - 0.1 * scale * x0 / 2.0), rtol=1e-6)
+        at = x0
+    else:
+        assert 0.3 < np.mean(np.any(x != x0, axis=(1, 2))) < 1.0  # some chains moved, some rejected
+        at = x
+    np.testing.assert_allclose(info.energy, 0.5 * np.sum(scale * at**2, axis=(1, 2)), rtol=1e-5)
+    free_grad = np.where(frozen[..., None], 0.0, scale * at)
+    np.testing.assert_allclose(info.grad_norm, np.linalg.norm(free_grad.reshape(len(at), -1), axis=1), rtol=1e-5)

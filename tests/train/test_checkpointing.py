@@ -1,5 +1,9 @@
-"""Checkpoints: exact resume, fallback past a corrupt checkpoint, shape validation, best-by-metric."""
+"""Checkpoints: exact resume, fallback past a corrupt or damaged checkpoint (latest and best), shape
+validation, best-by-metric."""
 import logging
+import re
+import shutil
+
 import jax
 import numpy as np
 import pytest
@@ -55,6 +59,61 @@ def test_restore_falls_back_past_a_corrupt_latest_checkpoint(tiny, tmp_path, cap
         assert ckpt.restore(tiny.new_state())[1]["step"] == 2
 
 
+def truncate_array_files(step_dir):
+    """Cut each array data file Orbax wrote for the state (OCDBT over zarr) to a quarter of its size,
+    as an interrupted copy would (the tail of a data file may hold nothing a restore reads)."""
+    data_files = list((step_dir / "state").glob("ocdbt.process_*/d/*"))
+    assert data_files
+    for path in data_files:
+        with open(path, "r+b") as handle:
+            handle.truncate(path.stat().st_size // 4)
+
+
+def delete_array_directory(step_dir):
+    """Remove the directory holding every array of the state."""
+    (array_dir,) = (step_dir / "state").glob("ocdbt.process_*")
+    shutil.rmtree(array_dir)
+
+
+# A damaged array fails several concurrent reads; the ones after the first surface as unraisable exceptions.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("damage", [truncate_array_files, delete_array_directory])
+def test_restore_falls_back_past_damaged_array_files(tiny, tmp_path, caplog, damage):
+    state = run(tiny.step, tiny.new_state(), 0, 1)
+    good = host_state(state)
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(state)
+        ckpt.save(run(tiny.step, state, 1, 1))
+    damage(tmp_path / "latest" / "2")
+    with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING):
+        restored, meta = ckpt.restore(tiny.new_state())
+    assert meta["step"] == 1 and "latest/2 unreadable" in caplog.text
+    jax.tree.map(np.testing.assert_array_equal, host_state(restored), good)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_damaged_best_checkpoint_falls_back_to_the_runner_up_then_says_what_to_delete(tiny, tmp_path, caplog):
+    state, best_dir = tiny.new_state(), tmp_path / "best"
+    hint = f"delete the directory {re.escape(str(best_dir))} and rerun"
+    with Checkpointer(tmp_path, best_metric="val_loss") as ckpt:
+        for step, value in [(1, 3.0), (2, 1.0), (3, 2.0)]:
+            ckpt.save(state.replace(step=np.int32(step)), metrics={"val_loss": value})
+        assert ckpt.steps(best=True) == [2, 3]
+    truncate_array_files(best_dir / "2")
+    with Checkpointer(tmp_path, best_metric="val_loss") as ckpt, caplog.at_level(logging.WARNING):
+        assert ckpt.restore(tiny.new_state(), best=True)[1]["step"] == 3
+        assert "best/2 unreadable" in caplog.text
+        delete_array_directory(best_dir / "3")
+        with pytest.raises(CheckpointError, match=f"no readable checkpoint among steps \\[2, 3\\].*{hint}"):
+            ckpt.restore(tiny.new_state(), best=True)
+    (best_dir / "3" / "metrics" / "metrics").write_text('{"val_lo')  # read as the manager starts
+    with pytest.raises(CheckpointError, match=f"best checkpoints unreadable.*{hint}"):
+        Checkpointer(tmp_path, best_metric="val_loss")
+    shutil.rmtree(best_dir)  # what the message says to do
+    with Checkpointer(tmp_path, best_metric="val_loss") as ckpt:
+        assert ckpt.steps(best=True) == [] and ckpt.restore(tiny.new_state())[1]["step"] == 3
+
+
 def test_restore_into_a_different_model_raises(tiny, tmp_path):
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(tiny.new_state())
@@ -71,4 +130,4 @@ def test_best_checkpoint_keeps_the_lowest_metric(tiny, tmp_path):
             ckpt.save(state.replace(step=np.int32(step)), metrics={"val_loss": value})
         best, meta = ckpt.restore(tiny.new_state(), best=True)
         assert meta["step"] == 2 and meta["metrics"]["val_loss"] == 1.0 and int(best.step) == 2
-        assert ckpt.steps() == [3]
+        assert ckpt.steps() == [3] and ckpt.steps(best=True) == [2, 3]

@@ -8,12 +8,18 @@ from conftest import data_batch
 from jaxebm.train import HealthConfig, LoopConfig, TrainingDiverged, read_metrics, train_loop
 
 
-class Batches:
-    """Endless deterministic batches with the position / restore protocol; ``poisoned`` batches are NaN."""
+class Interrupted(Exception):
+    """Stands in for a run killed between two steps."""
 
-    def __init__(self, poisoned=()):
+
+class Batches:
+    """Endless deterministic batches with the position / restore protocol; ``poisoned`` batches are NaN;
+    asking for batch ``interrupt_at`` raises `Interrupted`."""
+
+    def __init__(self, poisoned=(), interrupt_at=None):
         self.index = 0
         self.poisoned = set(poisoned)
+        self.interrupt_at = interrupt_at
 
     @property
     def position(self):
@@ -26,6 +32,8 @@ class Batches:
         return self
 
     def __next__(self):
+        if self.index == self.interrupt_at:
+            raise Interrupted
         x, mask = data_batch(self.index)
         if self.index in self.poisoned:
             x = jnp.full_like(x, jnp.nan)
@@ -54,6 +62,12 @@ def test_nan_batch_rolls_back_with_half_the_learning_rate(tiny, tmp_path):
     assert (tmp_path / "checkpoints" / "best").is_dir()
 
 
+def test_rollback_is_announced_on_the_console(tiny, tmp_path, capsys):
+    config = LoopConfig(num_steps=4, checkpoint_every=2, progress=False)
+    train_loop(tiny.step, tiny.new_state(), Batches(poisoned={2}), tmp_path, config)
+    assert "rollback at step 3: non-finite loss or parameter gradient; back to step 2" in capsys.readouterr().out
+
+
 def test_persistent_divergence_aborts_after_the_rollback_budget(tiny, tmp_path):
     config = LoopConfig(num_steps=10, checkpoint_every=2, progress=False)
     with pytest.raises(TrainingDiverged, match="2 rollbacks"):
@@ -75,3 +89,16 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny, tmp_path):
     assert batches.index == 8
     resume_rows = [row for row in read_metrics(tmp_path / "split" / "metrics.jsonl") if row.get("event") == "resume"]
     assert resume_rows == [{"step": 5, "event": "resume", "data_position": [0, 5]}]
+
+
+def test_resume_after_an_interruption_logs_each_step_once(tiny, tmp_path):
+    config = LoopConfig(num_steps=9, log_every=1, checkpoint_every=3, progress=False)
+    with pytest.raises(Interrupted):  # after step 7; the newest checkpoint is step 6
+        train_loop(tiny.step, tiny.new_state(), Batches(interrupt_at=7), tmp_path, config)
+    with open(tmp_path / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"step": 8, "lo')  # a kill in the middle of writing a row
+    train_loop(tiny.step, tiny.new_state(), Batches(), tmp_path, config)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [row["step"] for row in rows if "loss" in row] == list(range(1, 10))
+    assert [row for row in rows if "event" in row] == [{"step": 6, "event": "resume", "data_position": [0, 6]}]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoints", "metrics.jsonl"]

@@ -1,0 +1,86 @@
+"""The experiments the runner (`jaxebm.runs`) knows, by name, and their TOML presets.
+
+Each experiment is a module defining ``EXPERIMENT`` (a `jaxebm.runs.Experiment`), with its presets in
+``configs/<name>/*.toml``:
+
+  ebm   the EBM for jets (Cheng & Courville 2023): `jaxebm.experiments.ebm`; presets cpu, paper, smoke.
+
+    experiment = get("ebm")
+    config = load("ebm", "cpu", ["run.num_steps=200"])      # preset name or a .toml path, then overrides
+    config = load_recorded("ebm", Path("runs/demo"), ["run.num_steps=2400"])   # a run's own config
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+from jaxebm.config import ConfigError, apply_overrides, from_dict, load_config
+
+__all__ = ["EXPERIMENTS", "for_run", "get", "load", "load_recorded", "preset_path", "presets"]
+
+EXPERIMENTS = {"ebm": "jaxebm.experiments.ebm"}
+
+
+def _closest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def get(name: str):
+    """The `jaxebm.runs.Experiment` called ``name``; `ConfigError` listing the known ones otherwise."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}{_closest(name, list(EXPERIMENTS))}; "
+                          f"experiments: {', '.join(EXPERIMENTS)}")
+    return importlib.import_module(EXPERIMENTS[name]).EXPERIMENT
+
+
+def presets(name: str) -> list[str]:
+    """Preset names of experiment ``name``."""
+    return sorted(path.stem for path in get(name).presets.glob("*.toml"))
+
+
+def preset_path(name: str, preset: str) -> Path:
+    """The TOML file of ``preset``: a preset name of experiment ``name``, or a path ending in ``.toml``."""
+    if preset.endswith(".toml"):
+        if not Path(preset).is_file():
+            raise ConfigError(f"preset file {preset!r} does not exist")
+        return Path(preset)
+    known = presets(name)
+    if preset not in known:
+        raise ConfigError(f"unknown preset {preset!r} for experiment {name!r}{_closest(preset, known)}; "
+                          f"presets: {', '.join(known)} (or a path to a .toml file)")
+    return get(name).presets / f"{preset}.toml"
+
+
+def load(name: str, preset: str, overrides: Sequence[str] = ()):
+    """Experiment ``name``'s config from ``preset`` with ``section.key=value`` overrides applied."""
+    return load_config(get(name).config_class, preset_path(name, preset), overrides)
+
+
+def load_recorded(name: str, run_dir: Path, overrides: Sequence[str] = ()):
+    """The config recorded in ``run_dir/config.json`` with overrides applied (to resume or extend a run
+    without repeating its settings)."""
+    recorded = json.loads((run_dir / "config.json").read_text())
+    return from_dict(get(name).config_class, apply_overrides(recorded, overrides))
+
+
+def for_run(path: Path):
+    """The experiment of a run (or seed) directory: named in its ``run.json``, else the one whose config
+    class reads the recorded ``config.json``."""
+    run_dir = path.parent if (path / "results.json").exists() or (path / "checkpoints").is_dir() else path
+    if (run_dir / "run.json").is_file():
+        return get(json.loads((run_dir / "run.json").read_text())["experiment"])
+    config_path = next((p for p in (run_dir / "config.json", path / "config.json") if p.is_file()), None)
+    if config_path is None:
+        raise ConfigError(f"{path} is not a run directory (no run.json or config.json)")
+    recorded = json.loads(config_path.read_text())
+    for name in EXPERIMENTS:
+        try:
+            from_dict(get(name).config_class, recorded)
+        except ConfigError:
+            continue
+        return get(name)
+    raise ConfigError(f"{config_path} fits no experiment's config ({', '.join(EXPERIMENTS)})")
