@@ -37,14 +37,18 @@ def test_permuting_constituents_with_their_mask_keeps_the_energy(transformer):
     np.testing.assert_allclose(apply(params, x_perm, mask_perm), apply(params, x, mask), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["transformer", "mlp"])
-def test_values_in_padded_slots_do_not_change_energy_or_get_gradient(kind, transformer):
+def energy_of_kind(kind: str, transformer):
+    """``(params, apply)`` of the module fixture's transformer or of a small MLP energy."""
     if kind == "transformer":
         _, params, apply = transformer
-    else:
-        model = MLPEnergy(MLPConfig(hidden_sizes=(16,)))
-        params = jax.jit(model.init)(jax.random.key(0), *jets(0))
-        apply = jax.jit(lambda p, x, m: model.apply(p, x, m))
+        return params, apply
+    model = MLPEnergy(MLPConfig(hidden_sizes=(16,)))
+    return jax.jit(model.init)(jax.random.key(0), *jets(0)), jax.jit(lambda p, x, m: model.apply(p, x, m))
+
+
+@pytest.mark.parametrize("kind", ["transformer", "mlp"])
+def test_values_in_padded_slots_do_not_change_energy_or_get_gradient(kind, transformer):
+    params, apply = energy_of_kind(kind, transformer)
     x, mask = jets(4)
     garbage = jnp.where(mask[..., None], x, 1e3 * jax.random.normal(jax.random.key(5), x.shape))
     np.testing.assert_array_equal(apply(params, garbage, mask), apply(params, x, mask))
@@ -232,12 +236,7 @@ def test_mlp_energy_of_padded_jets_equals_the_mlp_on_the_real_slots():
 @pytest.mark.parametrize("kind", ["transformer", "mlp"])
 def test_nan_in_padded_slots_leaves_energy_and_gradient_finite(kind, transformer):
     """Padded slots are zeroed at the input: NaN there (a NaN-padded array) must not reach E or grad_x E."""
-    if kind == "transformer":
-        _, params, apply = transformer
-    else:
-        model = MLPEnergy(MLPConfig(hidden_sizes=(16,)))
-        params = jax.jit(model.init)(jax.random.key(0), *jets(0))
-        apply = jax.jit(lambda p, x, m: model.apply(p, x, m))
+    params, apply = energy_of_kind(kind, transformer)
     x, mask = jets(23)
     nan_padded = jnp.where(mask[..., None], x, jnp.nan)
     np.testing.assert_array_equal(apply(params, nan_padded, mask), apply(params, x, mask))
