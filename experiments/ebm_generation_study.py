@@ -29,7 +29,7 @@ pT > 800 GeV (overflow of the JSD range) and < 400 GeV (underflow), and tail dia
     python -m experiments.ebm_generation_study /tmp/smoke/seed_0 --out /tmp/gs --quick
 
 Outputs under ``--out``: generation_study.json, generation_study.md, quality_vs_evals.png,
-quality_vs_time.png, observables_*.png, tails.png (written atomically).
+quality_vs_time.png, observables_*.png, tails.png, per_jet.npz (written atomically).
 """
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ from typing import Any, Callable
 import h5py
 import jax
 import jax.numpy as jnp
+import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 from tqdm import tqdm
@@ -228,6 +230,7 @@ class LoadedRun:
     real_p4: np.ndarray = field(repr=False, default=None)
     real_mask: np.ndarray = field(repr=False, default=None)
     real_raw: np.ndarray = field(repr=False, default=None)  # (n, N, 3) raw features; model-mask slots
+    tail_pt: float = PT_OVERFLOW  # the top edge of the jet pT plots: jets above it fill their top (overflow) bin
 
 
 def load_run(run_dir: Path, data_dir: str | None = None) -> LoadedRun:
@@ -262,7 +265,15 @@ def load_run(run_dir: Path, data_dir: str | None = None) -> LoadedRun:
     run.real_p4, run.real_mask = pipeline.jets_as_model_sees(test)
     x, model_mask, _ = pipeline.transform(test)
     run.real_raw = pipeline.to_raw_features(x, model_mask)
+    run.tail_pt = plot_top_edge(jet_observables(run.real_p4, run.real_mask)["pt"])
     return run
+
+
+def plot_top_edge(real_pt: np.ndarray) -> float:
+    """Where `jaxebm.plots` ends its jet pT histograms (the real 99.9% quantile plus 10% of the 0.1-99.9%
+    range): generated jets above it land in the top bin, the "overflow bin" of the runs' observables.png."""
+    low, high = np.quantile(real_pt, [0.001, 0.999])
+    return float(high + 0.1 * (high - low))
 
 
 def noise_starts(run: LoadedRun, num_jets: int) -> tuple[np.ndarray, np.ndarray]:
@@ -524,11 +535,12 @@ def score(run: LoadedRun, x: np.ndarray | None, mask: np.ndarray, *, seed: int =
     pt = stats["pt"][ok]
     metrics["frac_pt_over"] = float(np.mean(pt > PT_OVERFLOW))
     metrics["frac_pt_under"] = float(np.mean(pt < PT_UNDERFLOW))
-    over = pt > PT_OVERFLOW
+    metrics["frac_pt_tail"] = float(np.mean(pt > run.tail_pt))
+    tail = pt > run.tail_pt
     metrics["lead_log_pt"] = float(stats["lead"][ok][:, 0].mean())
     metrics["num_hard"] = float(stats["num_hard"][ok].mean())
-    metrics["lead_log_pt_overflow"] = float(stats["lead"][ok][over, 0].mean()) if over.any() else float("nan")
-    metrics["num_hard_overflow"] = float(stats["num_hard"][ok][over].mean()) if over.any() else float("nan")
+    metrics["lead_log_pt_tail"] = float(stats["lead"][ok][tail, 0].mean()) if tail.any() else float("nan")
+    metrics["num_hard_tail"] = float(stats["num_hard"][ok][tail].mean()) if tail.any() else float("nan")
     return metrics, stats
 
 
@@ -536,7 +548,8 @@ def real_reference(run: LoadedRun) -> dict[str, float]:
     """The same per-jet summaries for the test QCD jets (the targets)."""
     stats = _stats(run.real_p4, run.real_raw, run.real_mask)
     pt, lead = stats["pt"], stats["lead"]
-    return {"num_jets": int(len(pt)), "frac_pt_over": float(np.mean(pt > PT_OVERFLOW)),
+    return {"num_jets": int(len(pt)), "frac_pt_over": float(np.mean(pt > PT_OVERFLOW)), "tail_pt": run.tail_pt,
+            "frac_pt_tail": float(np.mean(pt > run.tail_pt)),
             "frac_pt_under": float(np.mean(pt < PT_UNDERFLOW)), "lead_log_pt": float(lead[:, 0].mean()),
             "second_log_pt": float(lead[:, 1].mean()), "third_log_pt": float(lead[:, 2].mean()),
             "lead_log_pt_q99": float(np.quantile(lead[:, 0], 0.99)), "num_hard": float(stats["num_hard"].mean()),
@@ -622,11 +635,11 @@ def run_study(run: LoadedRun, families: list[Family], num_jets: int, batch_size:
                 continue
             metrics, stats = score(run, snap["x"], snap["mask"], seed=run.seed)
             ok = stats["finite"]
-            over_end, over_start = stats["pt"] > PT_OVERFLOW, start_pt > PT_OVERFLOW
+            tail_end, tail_start = stats["pt"] > run.tail_pt, start_pt > run.tail_pt
             metrics["corr_start_end_pt"] = (float(np.corrcoef(start_pt[ok], stats["pt"][ok])[0, 1])
                                             if ok.sum() > 2 and np.std(stats["pt"][ok]) > 0 else float("nan"))
-            metrics["frac_overflow_from_overflow_start"] = (float(np.mean(over_start[over_end & ok]))
-                                                            if (over_end & ok).any() else float("nan"))
+            metrics["frac_tail_from_tail_start"] = (float(np.mean(tail_start[tail_end & ok]))
+                                                    if (tail_end & ok).any() else float("nan"))
             setting = f"{family.name}@{length}"
             rows.append({"setting": setting, "family": family.name, "description": family.description,
                          "start": family.start, "sampler": family.sampler, "step": family.describe_step(),
@@ -679,7 +692,7 @@ def run_study(run: LoadedRun, families: list[Family], num_jets: int, batch_size:
 def pick_budget_winners(rows: list[dict], budgets_us: list[float], cost_key: str = "est_us_per_jet") -> list[dict]:
     """For each CPU budget (us per jet): the lowest selection distance among settings within it, over
     all settings and over those `generate` can run (ULA from noise). ``cost_key``: the estimated cost
-    (evaluations x the best-of-7 cost of one; the measured wall times swing with the machine's load)
+    (evaluations x the least-loaded cost of one; the measured wall times swing with the machine's load)
     or the measured ``us_per_jet``."""
     out = []
     for budget in budgets_us:
@@ -696,24 +709,39 @@ def pick_budget_winners(rows: list[dict], budgets_us: list[float], cost_key: str
 
 def recommend(rows: list[dict]) -> tuple[dict | None, str]:
     """The recommended `GenerationConfig`: among settings `generate` can run, the cheapest whose
-    selection distance is within twice the bootstrap error (combined) or 5% of the best one's."""
+    selection distance is within twice the bootstrap error (combined) or 5% of the best one's; among
+    equally cheap ones, the one whose distance grows least when the same chain runs twice as long (a
+    default should not degrade when someone runs it longer; unknown counts as worst), then the closest."""
     pool = [r for r in rows if r.get("generation_config") and np.isfinite(r.get(MAIN_METRIC, np.nan))]
     if not pool:
         return None, "No setting `generate` can run (ULA from noise) was completed within the time budget."
     best = min(pool, key=lambda r: r[MAIN_METRIC])
     tolerance = lambda r: max(2 * math.hypot(r["distance_err"], best["distance_err"]), 0.05 * best[MAIN_METRIC])  # noqa: E731
     near = [r for r in pool if r[MAIN_METRIC] <= best[MAIN_METRIC] + tolerance(r)]
-    choice = min(near, key=lambda r: (r["evals_per_jet"], r[MAIN_METRIC]))
+    by_setting = {r["setting"]: r for r in rows}
+
+    def growth(r: dict) -> float:
+        longer = by_setting.get(f"{r['family']}@{2 * r['steps']}")
+        return math.inf if longer is None else max(0.0, longer[MAIN_METRIC] - r[MAIN_METRIC])
+
+    choice = min(near, key=lambda r: (r["evals_per_jet"], growth(r), r[MAIN_METRIC]))
+    ties = [r for r in near if r["evals_per_jet"] == choice["evals_per_jet"] and r is not choice]
     paper = next((r for r in rows if r["setting"] == paper_reference(rows)), None)
     reason = (f"`{choice['setting']}` reaches selection distance {choice[MAIN_METRIC]:.3f} ± {choice['distance_err']:.3f} "
-              f"with {choice['evals_per_jet']} gradient evaluations per jet ({choice['us_per_jet']:.0f} us/jet here); "
+              f"with {choice['evals_per_jet']} gradient evaluations per jet (~{choice.get('est_us_per_jet', np.nan) / 1e3:.0f} ms "
+              f"per jet here, {choice['us_per_jet'] / 1e3:.0f} ms measured under the load); "
               f"the best setting `generate` can run, `{best['setting']}`, reaches {best[MAIN_METRIC]:.3f} ± "
               f"{best['distance_err']:.3f} with {best['evals_per_jet']} evaluations, within the tolerance "
               f"(2 combined bootstrap errors or 5%).")
+    if ties:
+        reason += (" Equally cheap and as close: " + ", ".join(
+            f"`{r['setting']}` ({r[MAIN_METRIC]:.3f}, at twice the length {'+' if growth(r) > 0 else ''}"
+            f"{growth(r):.3f})" for r in ties) + f"; the choice changes least at twice the length "
+            f"(+{growth(choice):.3f}).")
     if paper is not None:
         reason += (f" The paper's setting ({paper['steps']} steps) gives {paper[MAIN_METRIC]:.3f} ± {paper['distance_err']:.3f} "
-                   f"at {paper['evals_per_jet']} evaluations; pT overflow {100 * paper['frac_pt_over']:.1f}% vs "
-                   f"{100 * choice['frac_pt_over']:.1f}% for the recommendation.")
+                   f"at {paper['evals_per_jet']} evaluations; jets in the pT tail (the plots' top bin) "
+                   f"{100 * paper['frac_pt_tail']:.1f}% vs {100 * choice['frac_pt_tail']:.1f}% for the recommendation.")
     return choice, reason
 
 
@@ -752,7 +780,7 @@ PLOT_NAMES = ("quality_vs_evals.png", "quality_vs_time.png", "observables_paper.
               "observables_paper_vs_recommended.png", "tails.png")
 PLOT_METRICS = (("distance", "selection distance"), ("jsd_pt", "JSD(pT)"), ("jsd_mass", "JSD(M)"),
                 ("w1_const_log_pt", "W1 constituent log pT"), ("w1_const_eta", "W1 constituent eta"),
-                ("frac_pt_over", "fraction pT > 800 GeV"))
+                ("frac_pt_tail", "fraction in the pT plots' top bin"))
 
 
 def plot_quality(rows: list[dict], path: Path, x_key: str, x_label: str, dpi: int = 110) -> Path:
@@ -763,37 +791,60 @@ def plot_quality(rows: list[dict], path: Path, x_key: str, x_label: str, dpi: in
     def draw(p):
         fig = Figure(figsize=(15, 9))
         axes = fig.subplots(2, 3).ravel()
-        colors = [f"C{i % 10}" for i in range(len(families))]
-        styles = ["-", "--", ":", "-."]
+        palette = matplotlib.colormaps["tab20"]
         for ax, (metric, label) in zip(axes, PLOT_METRICS):
             for i, fam in enumerate(families):
                 pts = sorted((r[x_key], r.get(metric, np.nan)) for r in rows if r["family"] == fam)
                 xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o", ms=3, color=colors[i], ls=styles[i // 10 % 4], label=fam)
+                start = next(r["start"] for r in rows if r["family"] == fam)
+                sampler = next(r["sampler"] for r in rows if r["family"] == fam)
+                ax.plot(xs, ys, marker="s" if sampler == "mala" else "o", ms=3.5, color=palette(i % 20),
+                        ls="--" if start == "buffer" else "-", label=fam)
             if samples is not None and np.isfinite(samples.get(x_key, np.nan)):
                 ax.plot([samples[x_key]], [samples.get(metric, np.nan)], "k*", ms=10, label="run's samples.h5")
             for j, (fam, r) in enumerate(start_rows.items()):
                 if np.isfinite(r.get(metric, np.nan)):
                     ax.axhline(r[metric], color="grey", ls=["--", ":"][j % 2], lw=1, label=f"{fam} (0 steps)")
             ax.set_xscale("log")
+            if x_key == "evals_per_jet":
+                ticks = sorted({r["evals_per_jet"] for r in rows if r["evals_per_jet"]})
+                ax.set_xticks([t for t in ticks if t in (25, 50, 100, 200, 400)] or ticks)
+                ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_xlabel(x_label)
             ax.set_ylabel(label)
-            if metric != "frac_pt_over":
+            if metric != "frac_pt_tail":
                 ax.set_yscale("log")
         axes[0].legend(fontsize="x-small", ncol=2)
+        fig.suptitle("dashed: chains from the replay buffer; squares: MALA; grey lines: the chain starts (0 steps)",
+                     fontsize="small")
         fig.tight_layout()
         fig.savefig(p, dpi=dpi)
 
     return _atomic_plot(path, draw)
 
 
-def plot_observables_three(run: LoadedRun, samples: dict[str, dict], path: Path, dpi: int = 110) -> Path:
-    """Jet pT, mass, M/pT and the leading constituent's log pT: real vs the given generated samples."""
-    real_obs = jet_observables(run.real_p4, run.real_mask)
-    real = {"pt": real_obs["pt"], "mass": real_obs["mass"], "m_over_pt": real_obs["m_over_pt"],
-            "lead": leading_log_pt(run.real_raw, run.real_mask)[:, 0]}
+def observables_of(per_jet: dict) -> dict[str, np.ndarray]:
+    """Jet pT, mass, M/pT and the hardest constituent's log pT of the finite jets of a sample, from its
+    per-jet stats or the arrays of per_jet.npz (keys pt, mass, lead, finite)."""
+    ok = np.asarray(per_jet["finite"], bool)
+    pt, mass = np.asarray(per_jet["pt"], np.float64)[ok], np.asarray(per_jet["mass"], np.float64)[ok]
+    return {"pt": pt, "mass": mass, "m_over_pt": np.where(pt > 0, mass / np.where(pt > 0, pt, 1.0), 0.0),
+            "lead": np.asarray(per_jet["lead"], np.float64)[ok][:, 0]}
+
+
+def plot_observables(real: dict, samples: dict[str, dict], out: Path, tail_pt: float, dpi: int = 110) -> list[str]:
+    """``observables_<tag>.png`` (real vs each sample, `jaxebm.plots.plot_observable_histograms`) and
+    ``observables_paper_vs_recommended.png`` (all of them over the real jets; the pT panel marks 400 and
+    800 GeV, the JSD range, and the tail edge). ``real``, ``samples``: `observables_of` dicts."""
+    keys = ("pt", "mass", "m_over_pt")
+    names = []
+    for label, obs in samples.items():
+        names.append(_atomic_plot(out / f"observables_{label.split(' ')[0]}.png", lambda p, g=obs, lab=label:
+                                  plot_observable_histograms({k: real[k] for k in keys}, {k: g[k] for k in keys}, p,
+                                                             names=("Real", lab))).name)
     labels = {"pt": "jet pT [GeV]", "mass": "jet mass [GeV]", "m_over_pt": "M / pT",
-              "lead": "leading constituent log(pT / GeV)"}
+              "lead": "hardest constituent log(pT / GeV)"}
 
     def draw(p):
         fig = Figure(figsize=(16, 4))
@@ -805,22 +856,19 @@ def plot_observables_three(run: LoadedRun, samples: dict[str, dict], path: Path,
             edges = np.linspace(lo, hi, 51)
             ax.hist(np.clip(real[key], lo, hi), edges, density=True, histtype="stepfilled", color="lightgrey",
                     label="real (test QCD)")
-            for i, (name, stats) in enumerate(samples.items()):
-                values = (stats["lead"][:, 0] if key == "lead" else
-                          jet_observables(stats["p4"], np.ones(stats["p4"].shape[:2], bool) if stats.get("mask") is None
-                                          else stats["mask"])[key])
-                values = values[np.isfinite(values)]
-                ax.hist(np.clip(values, lo, hi), edges, density=True, histtype="step", lw=1.5, color=f"C{i}",
+            for i, (name, obs) in enumerate(samples.items()):
+                ax.hist(np.clip(obs[key], lo, hi), edges, density=True, histtype="step", lw=1.5, color=f"C{i}",
                         label=name)
             if key == "pt":
-                for edge in (PT_UNDERFLOW, PT_OVERFLOW):
-                    ax.axvline(edge, color="k", ls=":", lw=0.8)
+                for edge, style in ((PT_UNDERFLOW, ":"), (PT_OVERFLOW, ":"), (tail_pt, "--")):
+                    ax.axvline(edge, color="k", ls=style, lw=0.8)
             ax.set_xlabel(labels[key])
         axes[0].legend(fontsize="small")
         fig.tight_layout()
         fig.savefig(p, dpi=dpi)
 
-    return _atomic_plot(path, draw)
+    names.append(_atomic_plot(out / "observables_paper_vs_recommended.png", draw).name)
+    return names
 
 
 def plot_tails(run: LoadedRun, stats: dict, path: Path, name: str, dpi: int = 110) -> Path:
@@ -829,14 +877,15 @@ def plot_tails(run: LoadedRun, stats: dict, path: Path, name: str, dpi: int = 11
     gen_raw = stats["raw"][stats["finite"]]
     gen_mask = stats["mask"][stats["finite"]]
     gen_sorted = -np.sort(-np.where(gen_mask, gen_raw[..., 0], -np.inf), axis=1)
-    over = stats["pt"][stats["finite"]] > PT_OVERFLOW
+    over = stats["pt"][stats["finite"]] > run.tail_pt
+    edge = f"{run.tail_pt:.0f}"
 
     def draw(p):
         fig = Figure(figsize=(11, 4))
         ax, ax2 = fig.subplots(1, 2)
         ranks = np.arange(1, real_sorted.shape[1] + 1)
-        for label, values, style in (("real", real_sorted, "k-"), (f"{name}, pT > 800", gen_sorted[over], "r-"),
-                                     (f"{name}, pT <= 800", gen_sorted[~over], "b--")):
+        for label, values, style in (("real", real_sorted, "k-"), (f"{name}, pT > {edge}", gen_sorted[over], "r-"),
+                                     (f"{name}, pT <= {edge}", gen_sorted[~over], "b--")):
             if len(values):
                 ax.plot(ranks, np.nanmean(np.where(np.isfinite(values), values, np.nan), axis=0), style,
                         label=f"{label} ({len(values)} jets)")
@@ -844,8 +893,8 @@ def plot_tails(run: LoadedRun, stats: dict, path: Path, name: str, dpi: int = 11
         ax.set_ylabel("mean log(pT / GeV)")
         ax.legend(fontsize="small")
         real_cum = np.cumsum(np.where(np.isfinite(real_sorted), np.exp(real_sorted), 0), axis=1).mean(0)
-        for label, values, style in (("real", None, "k-"), (f"{name}, pT > 800", gen_sorted[over], "r-"),
-                                     (f"{name}, pT <= 800", gen_sorted[~over], "b--")):
+        for label, values, style in (("real", None, "k-"), (f"{name}, pT > {edge}", gen_sorted[over], "r-"),
+                                     (f"{name}, pT <= {edge}", gen_sorted[~over], "b--")):
             cum = real_cum if values is None else (np.cumsum(np.where(np.isfinite(values), np.exp(values), 0), axis=1)
                                                    .mean(0) if len(values) else None)
             if cum is not None:
@@ -868,14 +917,15 @@ def paper_reference(rows: list[dict]) -> str | None:
 
 
 def _tail_detail(setting: str, stats: dict, real_ref: dict, start: dict | None) -> dict:
-    """Overflow (pT > 800 GeV) jets against the other generated jets: their hardest slots, how much of
-    the overflow the single hardest slot makes, and (with ``start``, the chains' starting stats) how
-    the starts of the overflow jets looked."""
+    """Tail jets (pT above the plots' top edge, ``real_ref["tail_pt"]``) against the other generated jets:
+    their hardest constituents, how much of the tail the single hardest constituent makes, and (with
+    ``start``, the chains' starting stats) how the starts of the tail jets looked."""
     ok = stats["finite"]
     pt, lead, num_hard = stats["pt"][ok], stats["lead"][ok], stats["num_hard"][ok]
-    over = pt > PT_OVERFLOW
-    detail: dict[str, Any] = {"setting": setting, "num_jets": int(ok.sum()), "frac_over": float(over.mean()),
-                              "frac_under": float(np.mean(pt < PT_UNDERFLOW))}
+    edge = real_ref["tail_pt"]
+    over = pt > edge
+    detail: dict[str, Any] = {"setting": setting, "num_jets": int(ok.sum()), "frac_tail": float(over.mean()),
+                              "frac_over": float(np.mean(pt > PT_OVERFLOW)), "frac_under": float(np.mean(pt < PT_UNDERFLOW))}
     if start is not None:
         start_pt = start["pt"][ok]
         start_lead = start["lead"][ok][:, 0]
@@ -888,7 +938,7 @@ def _tail_detail(setting: str, stats: dict, real_ref: dict, start: dict | None) 
                 "scalar_pt_median": float(np.median(stats["scalar_pt"][ok][sel])), "pt_median": float(np.median(pt[sel]))}
         if start is not None:
             part |= {"start_pt_median": float(np.median(start_pt[sel])),
-                     "frac_start_pt_over": float(np.mean(start_pt[sel] > PT_OVERFLOW)),
+                     "frac_start_pt_tail": float(np.mean(start_pt[sel] > edge)),
                      "start_lead_log_pt": float(np.mean(start_lead[sel])),
                      "frac_start_lead_above_real_q99": float(np.mean(start_lead[sel] > real_ref["lead_log_pt_q99"]))}
         detail[label] = part
@@ -898,7 +948,7 @@ def _tail_detail(setting: str, stats: dict, real_ref: dict, start: dict | None) 
     rows = np.arange(len(raw))
     raw[rows, hardest, 0] = np.minimum(raw[rows, hardest, 0], real_ref["lead_log_pt_q99"])
     capped_pt = jet_observables(features_to_four_vectors(raw, m), m)["pt"]
-    detail["frac_over_with_lead_capped_at_real_q99"] = float(np.mean(capped_pt > PT_OVERFLOW))
+    detail["frac_tail_with_lead_capped_at_real_q99"] = float(np.mean(capped_pt > edge))
     detail["frac_lead_above_real_q99"] = float(np.mean(lead[:, 0] > real_ref["lead_log_pt_q99"]))
     if start is not None:
         detail["corr_start_lead_end_lead"] = float(np.corrcoef(start_lead, lead[:, 0])[0, 1])
@@ -910,11 +960,11 @@ def tail_analysis(run: LoadedRun, rows: list[dict], kept: dict, real_ref: dict) 
     """Numbers behind the generated pT tails (see `tail_text` and the markdown for the reading)."""
     out: dict[str, Any] = {"real": real_ref}
     paper_rows = sorted((r for r in rows if r["family"] == PAPER_FAMILY), key=lambda r: r["steps"])
-    out["paper_vs_length"] = [{k: r.get(k) for k in ("steps", "frac_pt_over", "frac_pt_under", "lead_log_pt",
-                                                   "num_hard", "lead_log_pt_overflow", "num_hard_overflow",
-                                                   "corr_start_end_pt", "frac_overflow_from_overflow_start")}
+    out["paper_vs_length"] = [{k: r.get(k) for k in ("steps", "frac_pt_tail", "frac_pt_over", "frac_pt_under",
+                                                   "lead_log_pt", "num_hard", "lead_log_pt_tail", "num_hard_tail",
+                                                   "corr_start_end_pt", "frac_tail_from_tail_start")}
                               for r in paper_rows]
-    out["overflow_by_setting"] = {r["setting"]: r.get("frac_pt_over") for r in rows}
+    out["tail_by_setting"] = {r["setting"]: [r.get("frac_pt_tail"), r.get("frac_pt_over")] for r in rows}
     ref = paper_reference(rows)
     if ref is not None and ref in kept:
         start = kept["noise_start"]
@@ -940,7 +990,8 @@ TABLE_COLUMNS = (("setting", "setting"), ("evals_per_jet", "evals/jet"), ("us_pe
                  ("distance", "distance"), ("distance_err", "±"), ("jsd_pt", "JSD pT"), ("jsd_mass", "JSD M"),
                  ("jsd_m_over_pt", "JSD M/pT"), ("w1_pt", "W1 pT"), ("w1_mass", "W1 M"),
                  ("w1_m_over_pt", "W1 M/pT"), ("w1_const_log_pt", "W1 logpT"), ("w1_const_eta", "W1 eta"),
-                 ("w1_const_phi", "W1 phi"), ("frac_pt_over", ">800"), ("frac_pt_under", "<400"),
+                 ("w1_const_phi", "W1 phi"), ("frac_pt_tail", "tail"), ("frac_pt_over", ">800"),
+                 ("frac_pt_under", "<400"),
                  ("acceptance", "accept"), ("nonfinite_frac", "diverged"))
 
 
@@ -952,37 +1003,47 @@ def write_markdown(path: Path, study: dict) -> None:
               f"N = {study['num_constituents']}. {study['num_jets']} generated jets per setting (chains in batches of "
               f"{study['batch_size']}) against {study['real']['num_jets']} test QCD jets (through "
               f"`jets_as_model_sees`).", ""]
-    lines += [f"Machine: {m['cpu']}, {m['cores']} cores, JAX {m['jax']} on {m['jax_backend']}. 1-minute load average "
-              f"{study['load_avg'][0]:.1f} at the start and {study['load_avg'][1]:.1f} at the end"
-              + (" (a concurrent training run and other jobs shared the cores, so wall times are inflated and noisy; "
-                 "the `est us/jet` column uses the best-of-7 cost of one gradient evaluation instead)"
-                 if max(study["load_avg"]) > m["cores"] else "") +
-              f". One batched energy+gradient evaluation: {study['grad_us_per_jet']:.0f} us per jet (best of 7, batch "
-              f"{study['batch_size']}). Total study time {study['total_seconds'] / 60:.1f} min.", ""]
+    loads = [x for r in rows for x in (r.get("load_avg_1min") or []) if x is not None] + list(study["load_avg"])
+    lines += [f"Machine: {m['cpu']}, {m['cores']} cores (shared), JAX {m['jax']} on {m['jax_backend']}; 1-minute load "
+              f"average between {min(loads):.1f} and {max(loads):.1f} during the study"
+              + (" (other jobs on the machine, e.g. test suites and training runs, took a varying share of the two "
+                 "cores, so the measured times are inflated and noisy: the same 25 steps took between "
+                 f"{min(r['us_per_jet'] for r in rows if r.get('evals_per_jet') == 25 and np.isfinite(r['us_per_jet'])) / 1e3:.0f}"
+                 f" and {max(r['us_per_jet'] for r in rows if r.get('evals_per_jet') == 25 and np.isfinite(r['us_per_jet'])) / 1e3:.0f}"
+                 " ms per jet)" if max(loads) > m["cores"] and any(r.get("evals_per_jet") == 25 for r in rows) else "")
+              + f". One batched energy+gradient evaluation at the start: {study['grad_us_per_jet']:.0f} us per jet (best "
+              f"of 7, batch {study['batch_size']}); the least-loaded cost seen in the chains, "
+              f"{study['unit_us_per_eval']:.0f} us, gives the `est us/jet` column (evaluations x that). Total study time "
+              f"{study['total_seconds'] / 60:.1f} min.", ""]
     lines += ["Columns: gradient evaluations per jet (ULA: steps; MALA: steps + 1); measured wall time per jet "
-              "(compilation excluded) and its estimate from the best-of-7 cost of one evaluation; selection distance = sum over pT, M, M/pT of W1 / std(real) with its "
-              "bootstrap error (lower is better); textbook JSDs on fixed ranges; W1 of jet pT [GeV], M [GeV], "
-              "M/pT; W1 of the constituent features over the slots the model sees (raw log pT, eta_rel, phi_rel); "
-              "fractions of jets above 800 / below 400 GeV; MALA's mean acceptance; diverged (non-finite) jets.", ""]
+              "(compilation excluded; chains in jitted segments of 25 steps) and the estimate; selection distance = "
+              "sum over pT, M, M/pT of W1 / std(real) with its bootstrap error (lower is better); textbook JSDs on "
+              "fixed ranges; W1 of jet pT [GeV], M [GeV], M/pT; W1 of the constituent features over the slots the "
+              "model sees (raw log pT, eta_rel, phi_rel); fractions of jets in the tail (above the plots' top edge, "
+              f"{study['real']['tail_pt']:.0f} GeV), above 800 and below 400 GeV; MALA's mean "
+              "acceptance; diverged (non-finite) jets.", ""]
     ref = study["reference"]
-    lines += [f"Reference levels: real test jets have {100 * ref['real']['frac_pt_over']:.2f}% above 800 GeV and "
+    lines += [f"Reference levels: real test jets have {100 * ref['real']['frac_pt_tail']:.2f}% above "
+              f"{ref['real']['tail_pt']:.0f} GeV (the pT tail), {100 * ref['real']['frac_pt_over']:.2f}% above 800 GeV and "
               f"{100 * ref['real']['frac_pt_under']:.2f}% below 400 GeV"
               + (f"; truth vs truth (results.json) distance {ref['truth_vs_truth']['distance']:.3f}, JSD pT "
                  f"{ref['truth_vs_truth']['jsd_pt']:.4f}" if ref.get("truth_vs_truth") else "") + ".", ""]
-    lines += ["## All settings", "", "| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |",
-              "| " + " | ".join(["---"] + ["---:"] * (len(TABLE_COLUMNS) - 1)) + " |"]
+    table = ["## All settings", "", "| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |",
+             "| " + " | ".join(["---"] + ["---:"] * (len(TABLE_COLUMNS) - 1)) + " |"]
     for r in rows:
-        lines.append("| " + " | ".join(f"`{r['setting']}`" if k == "setting" else
+        table.append("| " + " | ".join(f"`{r['setting']}`" if k == "setting" else
                                        _fmt(r.get(k), 4 if k.startswith("frac") else 3) for k, _ in TABLE_COLUMNS)
                      + " |")
-    lines += ["", "Families:", ""]
+    table += ["", "Families:", ""]
     for fam in study["families"]:
-        lines.append(f"- `{fam['name']}`: {fam['description']} (step {fam['step']}, noise {fam['noise']}, "
-                     f"T {fam['temperature']:g}, start {fam['start']})")
-    lines += ["", "## Best setting per CPU-time budget", "",
-              "Lowest selection distance among the settings whose estimated time per jet (evaluations x the best-of-7 "
-              "cost of one evaluation; the measured times swung up to 3x with the load for the same work) is within "
-              "the budget; "
+        table.append(f"- `{fam['name']}`: {fam['description']} (step {fam['step']}, noise {fam['noise']}, "
+                     f"T {fam['temperature']:g}, start {fam['start']}, lengths {fam['lengths']})")
+    if study.get("notes"):
+        lines += ["## Summary", "", study["notes"], ""]
+    lines += ["## Best setting per CPU-time budget", "",
+              "Lowest selection distance among the settings whose estimated time per jet (evaluations x "
+              f"{study['unit_us_per_eval']:.0f} us, the least-loaded cost of one evaluation seen; the measured times "
+              "swung several-fold with the load for the same work) is within the budget; "
               "'any' includes buffer starts (they need a trained replay buffer and reuse its chains), 'generate' "
               "only settings `jaxebm.inference.generate` can run (ULA from noise).", "",
               "| budget (us/jet) | best (any) | distance | best (`generate`) | distance |", "| ---: | --- | ---: | --- | ---: |"]
@@ -993,7 +1054,8 @@ def write_markdown(path: Path, study: dict) -> None:
             cells += ["-", "-"] if w is None else [
                 f"`{w['setting']}` ({w['evals_per_jet']} evals, est {w['est_us_per_jet']:.0f} us, measured "
                 f"{_fmt(w['us_per_jet'], 3)} us)", f"{w['distance']:.3f} ± {w['distance_err']:.3f}"]
-        lines.append(f"| {b['budget_us_per_jet']:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {b['budget_us_per_jet']:.0f} ({b['budget_us_per_jet'] / study['unit_us_per_eval']:.0f} evals) | "
+                     + " | ".join(cells) + " |")
     rec = study["recommendation"]
     lines += ["", "## Recommended generation default", "", rec["reason"], ""]
     if rec["generation_config"]:
@@ -1001,8 +1063,9 @@ def write_markdown(path: Path, study: dict) -> None:
     if study.get("budget_cuts"):
         lines += ["Cut to the time budget (" + str(study["max_minutes"]) + " min): " + "; ".join(
             f"`{c['family']}` {c['planned']} -> {c['run'] or 'skipped'}" for c in study["budget_cuts"]) + ".", ""]
-    lines += ["## Findings", ""] + [f"- {item}" for item in study.get("findings", []) + study.get("notes", [])] + [""]
-    lines += ["## Generated jet pT tails", ""] + study.get("tail_text", ["(no analysis)"]) + [""]
+    lines += ["## Findings (computed from the table)", ""] + [f"- {item}" for item in study.get("findings", [])] + [""]
+    lines += table + [""]
+    lines += ["## Generated jet pT tails: the numbers", ""] + study.get("tail_text", ["(no analysis)"]) + [""]
     lines += ["## Plots", ""] + [f"- [{p}]({p})" for p in study["plots"]] + [""]
     _atomic_write_text(path, "\n".join(lines))
 
@@ -1016,7 +1079,7 @@ def findings(rows: list[dict]) -> list[str]:
         return f"{r[MAIN_METRIC]:.3f} ± {r['distance_err']:.3f}"
 
     def over(setting: str) -> str:
-        return f"{100 * by[setting]['frac_pt_over']:.1f}%"
+        return f"{100 * by[setting]['frac_pt_tail']:.1f}%"
 
     out = []
     paper = sorted((r for r in rows if r["family"] == PAPER_FAMILY), key=lambda r: r["steps"])
@@ -1037,7 +1100,7 @@ def findings(rows: list[dict]) -> list[str]:
         if len(names) > 1:
             out.append(f"Noise at {s_} steps (paper schedule): " + ", ".join(
                 f"{ {'ula_paper_n0': 'noise 0', PAPER_FAMILY: 'noise 0.001', 'ula_paper_n0.005': 'noise 0.005'}[n]} "
-                f"{d(f'{n}@{s_}')} (>800 GeV {over(f'{n}@{s_}')})" for n in names) + ".")
+                f"{d(f'{n}@{s_}')} (tail {over(f'{n}@{s_}')})" for n in names) + ".")
             break
     for s_ in (100, 50, 25):
         names = [n for n in ("ula_paper_T0.5", PAPER_FAMILY, "ula_paper_T2") if f"{n}@{s_}" in by]
@@ -1045,7 +1108,7 @@ def findings(rows: list[dict]) -> list[str]:
             out.append(f"Temperature at {s_} steps (paper schedule, noise 0.001; for ULA T only rescales the "
                        "drift, step / T): " + ", ".join(
                            f"T = { {'ula_paper_T0.5': '0.5', PAPER_FAMILY: '1', 'ula_paper_T2': '2'}[n]} "
-                           f"{d(f'{n}@{s_}')} (>800 GeV {over(f'{n}@{s_}')})" for n in names) + ".")
+                           f"{d(f'{n}@{s_}')} (tail {over(f'{n}@{s_}')})" for n in names) + ".")
             break
     mala_paper = sorted((r for r in rows if r["family"] == "mala_paper"), key=lambda r: r["steps"])
     if mala_paper:
@@ -1060,7 +1123,7 @@ def findings(rows: list[dict]) -> list[str]:
         r = tied[-1]
         out.append(f"MALA with tied noise at T = 1 (step 1e-3, noise 0.045), i.e. sampling the model's own density "
                    f"exp(-E): acceptance {100 * r['acceptance']:.0f}%, distance {d(r['setting'])} after {r['steps']} "
-                   f"steps, >800 GeV {over(r['setting'])}.")
+                   f"steps, tail {over(r['setting'])}.")
     exact = sorted((r for r in rows if r["family"] == "mala_tied_train_T"), key=lambda r: r["steps"])
     for r in exact:
         twin = by.get(f"ula_const_n0.005@{r['steps']}")
@@ -1073,15 +1136,15 @@ def findings(rows: list[dict]) -> list[str]:
         r, p = by["run_samples"], next((q for q in paper if q["steps"] == by["run_samples"]["steps"]), None)
         if p is not None:
             out.append(f"Check against the run's own generated jets (samples.h5, {r['steps']} steps, another key): "
-                       f"distance {d('run_samples')} vs this study's {d(p['setting'])}, >800 GeV {over('run_samples')} "
+                       f"distance {d('run_samples')} vs this study's {d(p['setting'])}, tail {over('run_samples')} "
                        f"vs {over(p['setting'])}.")
     if "buffer_start" in by:
         ref = paper_reference(rows)
-        text = (f"Replay-buffer starts (persistent chains of training): 0 steps {d('buffer_start')}, >800 GeV "
+        text = (f"Replay-buffer starts (persistent chains of training): 0 steps {d('buffer_start')}, tail "
                 f"{over('buffer_start')}")
         text += "".join(f"; {r['family']} {r['steps']} steps {d(r['setting'])}" for r in buffer)
         if ref:
-            text += f" (paper setting {ref}: {d(ref)}, >800 GeV {over(ref)})"
+            text += f" (paper setting {ref}: {d(ref)}, tail {over(ref)})"
         out.append(text + ".")
     return out
 
@@ -1089,29 +1152,34 @@ def findings(rows: list[dict]) -> list[str]:
 def tail_text(tails: dict) -> list[str]:
     """The markdown tables of `tail_analysis` (numbers; the reading is in the findings)."""
     real = tails["real"]
-    lines = [f"Real test jets: {100 * real['frac_pt_over']:.2f}% above 800 GeV, {100 * real['frac_pt_under']:.2f}% below "
-             f"400 GeV; hardest constituent log pT mean {real['lead_log_pt']:.2f} (99% quantile "
-             f"{real['lead_log_pt_q99']:.2f}, i.e. {math.exp(real['lead_log_pt_q99']):.0f} GeV), 2nd {real['second_log_pt']:.2f}, "
-             f"3rd {real['third_log_pt']:.2f}; {real['num_hard']:.2f} constituents above 100 GeV per jet; hardest "
-             f"constituent's share of the scalar pT sum {real['lead_pt_share']:.2f}.", ""]
-    lines += ["Paper setting against chain length (same noise starts): fraction above 800 / below 400 GeV, mean "
-              "hardest log pT and number of constituents above 100 GeV (all jets; overflow jets), correlation of "
-              "each chain's start and end jet pT, share of the overflow jets whose noise start was already above "
-              "800 GeV:", "",
-              "| steps | >800 | <400 | hardest log pT | >100 GeV slots | hardest log pT (>800) | >100 GeV slots (>800) "
-              "| corr(start, end pT) | overflow from overflow start |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    edge = real["tail_pt"]
+    lines = [f"Tail: jet pT above {edge:.0f} GeV, the top edge of the runs' jet pT plots (`jaxebm.plots`: the real "
+             f"99.9% quantile plus 10% of the range), so these jets fill the plots' top (overflow) bin; the JSD range "
+             f"ends at 800 GeV.", "",
+             f"Real test jets: {100 * real['frac_pt_tail']:.2f}% above {edge:.0f} GeV, {100 * real['frac_pt_over']:.2f}% "
+             f"above 800 GeV, {100 * real['frac_pt_under']:.2f}% below 400 GeV; hardest constituent log pT mean "
+             f"{real['lead_log_pt']:.2f} (99% quantile {real['lead_log_pt_q99']:.2f}, i.e. "
+             f"{math.exp(real['lead_log_pt_q99']):.0f} GeV), 2nd {real['second_log_pt']:.2f}, 3rd {real['third_log_pt']:.2f}; "
+             f"{real['num_hard']:.2f} constituents above 100 GeV per jet; hardest constituent's share of the scalar "
+             f"pT sum {real['lead_pt_share']:.2f}.", ""]
+    lines += [f"Paper setting against chain length (the same noise starts): fractions above {edge:.0f} GeV, above 800 "
+              "and below 400 GeV; mean hardest log pT and number of constituents above 100 GeV (all jets; tail "
+              "jets); correlation of each chain's start and end jet pT; share of the tail jets whose noise start "
+              "was already in the tail:", "",
+              f"| steps | >{edge:.0f} | >800 | <400 | hardest log pT | >100 GeV constituents | hardest log pT (tail) "
+              "| >100 GeV constituents (tail) | corr(start, end pT) | tail from tail start |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in tails["paper_vs_length"]:
         lines.append("| " + " | ".join(_fmt(r[k], 3) for k in (
-            "steps", "frac_pt_over", "frac_pt_under", "lead_log_pt", "num_hard", "lead_log_pt_overflow",
-            "num_hard_overflow", "corr_start_end_pt", "frac_overflow_from_overflow_start")) + " |")
+            "steps", "frac_pt_tail", "frac_pt_over", "frac_pt_under", "lead_log_pt", "num_hard", "lead_log_pt_tail",
+            "num_hard_tail", "corr_start_end_pt", "frac_tail_from_tail_start")) + " |")
     details = [tails[k] for k in ("noise_start_detail", "paper_detail", "samples_detail") if k in tails]
     if details:
-        lines += ["", "Jets above 800 GeV against the rest of the same sample (hardest three constituents' log pT, "
-                  "constituents above 100 GeV, the hardest one's share of the scalar pT sum, median scalar pT sum; "
-                  "for chains from noise also the start's median jet pT and hardest log pT, and how many starts had "
-                  "a hardest constituent above the real 99% quantile):", "",
-                  "| sample | part | jets | log pT 1st / 2nd / 3rd | >100 GeV slots | hardest share | scalar pT [GeV] "
+        lines += ["", f"Tail jets (pT > {edge:.0f} GeV) against the rest of the same sample: hardest three "
+                  "constituents' log pT, constituents above 100 GeV, the hardest one's share of the scalar pT sum, "
+                  "median scalar pT sum; for chains from noise also the start's median jet pT and hardest log pT, "
+                  "and the share of starts whose hardest constituent was above the real 99% quantile:", "",
+                  "| sample | part | jets | log pT 1st / 2nd / 3rd | >100 GeV constituents | hardest share | scalar pT [GeV] "
                   "| start pT [GeV] | start hardest log pT | start hardest > real q99 |",
                   "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         lines.append(f"| real | all | {real['num_jets']} | {real['lead_log_pt']:.2f} / {real['second_log_pt']:.2f} / "
@@ -1122,42 +1190,60 @@ def tail_text(tails: dict) -> list[str]:
                 if part not in d:
                     continue
                 q = d[part]
-                lines.append(f"| `{d['setting']}` | {'pT > 800' if part == 'overflow' else 'pT <= 800'} | {q['num_jets']} | "
+                lines.append(f"| `{d['setting']}` | {'tail' if part == 'overflow' else 'rest'} | {q['num_jets']} | "
                              f"{q['lead_log_pt']:.2f} / {q['second_log_pt']:.2f} / {q['third_log_pt']:.2f} | "
                              f"{q['num_hard']:.2f} | {q['lead_pt_share']:.2f} | {q['scalar_pt_median']:.0f} | "
                              f"{_fmt(q.get('start_pt_median'), 3)} | {_fmt(q.get('start_lead_log_pt'), 3)} | "
                              f"{_fmt(q.get('frac_start_lead_above_real_q99'), 3)} |")
         lines += [""]
         for d in details:
-            text = (f"`{d['setting']}`: {100 * d['frac_over']:.1f}% above 800 GeV; hardest constituent above the real "
-                    f"99% quantile in {100 * d['frac_lead_above_real_q99']:.1f}% of jets; capping only that one "
-                    f"constituent at the real 99% quantile leaves {100 * d['frac_over_with_lead_capped_at_real_q99']:.1f}% "
-                    f"above 800 GeV")
+            text = (f"`{d['setting']}`: {100 * d['frac_tail']:.1f}% above {edge:.0f} GeV, {100 * d['frac_over']:.1f}% above "
+                    f"800 GeV; hardest constituent above the real 99% quantile in {100 * d['frac_lead_above_real_q99']:.1f}% "
+                    f"of jets; capping only that constituent at the real 99% quantile leaves "
+                    f"{100 * d['frac_tail_with_lead_capped_at_real_q99']:.1f}% above {edge:.0f} GeV")
             if "corr_start_pt_end_pt" in d:
                 text += (f"; correlation of start and end over the chains: jet pT {d['corr_start_pt_end_pt']:.2f}, "
                          f"hardest log pT {d['corr_start_lead_end_lead']:.2f}")
             lines.append(f"- {text}.")
-    lines += ["", "Fraction above 800 GeV for every setting: " + ", ".join(
-        f"`{k}` {100 * v:.1f}%" for k, v in tails["overflow_by_setting"].items() if v is not None) + "."]
+    lines += ["", f"Fractions above {edge:.0f} / above 800 GeV for every setting: " + ", ".join(
+        f"`{k}` {100 * v[0]:.1f}% / {100 * v[1]:.1f}%" for k, v in tails["tail_by_setting"].items()
+        if v[0] is not None and v[1] is not None and np.isfinite(v[0]) and np.isfinite(v[1])) + "."]
     return lines
+
+
+def save_per_jet(path: Path, kept: dict, run: LoadedRun) -> None:
+    """Per-jet summaries of every sample (``<setting>.<name>``: pt, mass, hardest three log pT, constituents
+    above 100 GeV, the hardest one's share of the scalar pT, scalar pT sum, finite), and ``real.*``."""
+    arrays = {}
+    for setting, stats in {"real": _stats(run.real_p4, run.real_raw, run.real_mask), **kept}.items():
+        for name in ("pt", "mass", "lead", "num_hard", "lead_pt_share", "scalar_pt", "finite"):
+            arrays[f"{setting}.{name}"] = np.asarray(stats[name], bool if name == "finite" else np.float32)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 def finish(study: dict, out: Path, notes: Path | None = None, kept: dict | None = None,
            run: LoadedRun | None = None) -> dict:
     """The parts computed from the rows (budgets, recommendation, findings, tail tables), the plots and
-    the two files. Without ``kept`` / ``run`` (``--report-only``) the observables and tails plots of the
-    earlier study are left as they are."""
+    the files. Without ``kept`` / ``run`` (``--report-only``) the observables plots are redrawn from the
+    earlier study's per_jet.npz, and its tails plot and per_jet.npz are left as they are."""
     rows = study["rows"]
-    est = [r["est_us_per_jet"] for r in rows if r.get("est_us_per_jet")]
-    top = max(est, default=1e6)
-    study["budgets"] = pick_budget_winners(rows, [b for b in (1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6) if b < 3 * top]
-                                           or [top])
+    measured = [r["us_per_jet"] / r["evals_per_jet"] for r in rows
+                if r.get("evals_per_jet") and np.isfinite(r.get("us_per_jet", np.nan)) and r["us_per_jet"] > 0]
+    study["unit_us_per_eval"] = min([study["grad_us_per_jet"]] + measured)
+    for r in rows:
+        r["est_us_per_jet"] = study["unit_us_per_eval"] * r["evals_per_jet"]
+    most = max((r["evals_per_jet"] for r in rows), default=1)
+    study["budgets"] = pick_budget_winners(rows, [1.001 * n * study["unit_us_per_eval"] for n in (0, 25, 50, 100, 200, 400)
+                                                  if n <= most])
     recommendation, reason = recommend(rows)
     study["recommendation"] = {"setting": recommendation and recommendation["setting"],
                                "generation_config": recommendation and recommendation["generation_config"],
                                "reason": reason}
     study["findings"] = findings(rows)
-    study["notes"] = [p.strip() for p in notes.read_text().split("\n\n") if p.strip()] if notes else []
+    if notes is not None:
+        study["notes"] = notes.read_text().strip()
     study["tail_text"] = tail_text(study["tails"])
     out.mkdir(parents=True, exist_ok=True)
     dpi = 50 if study.get("quick") else 110
@@ -1165,29 +1251,28 @@ def finish(study: dict, out: Path, notes: Path | None = None, kept: dict | None 
                           dpi).name,
              plot_quality(rows, out / "quality_vs_time.png", "us_per_jet", "measured wall time per jet [us]",
                           dpi).name]
+    paper_setting = paper_reference(rows)
+    chosen = [s_ for s_ in (paper_setting, recommendation and recommendation["setting"]) if s_]
+    labels = {s_: f"{'paper' if s_ == paper_setting else 'recommended'} ({s_})" for s_ in dict.fromkeys(chosen)}
+    if kept is not None:
+        real = observables_of(_stats(run.real_p4, run.real_raw, run.real_mask))
+        samples = {label: observables_of(kept[s_]) for s_, label in labels.items()}
+    else:  # from the earlier study's per-jet arrays
+        with np.load(out / "per_jet.npz") as arrays:
+            def sample(prefix):
+                return observables_of({k: arrays[f"{prefix}.{k}"] for k in ("pt", "mass", "lead", "finite")})
+            real = sample("real")
+            samples = {label: sample(s_) for s_, label in labels.items()}
+    if samples:
+        plots += plot_observables(real, samples, out, study["real"]["tail_pt"], dpi)
     if kept is None:
-        plots += [name for name in study.get("plots", []) if name not in plots]
+        plots += [name for name in study.get("plots", []) if name == "tails.png"]
     else:
-        paper_setting = paper_reference(rows)
-        compare = {}
-        if paper_setting:
-            compare[f"paper ({paper_setting})"] = kept[paper_setting]
-        if recommendation is not None and recommendation["setting"] != paper_setting:
-            compare[f"recommended ({recommendation['setting']})"] = kept[recommendation["setting"]]
-        real_obs = jet_observables(run.real_p4, run.real_mask)
-        keys = ("pt", "mass", "m_over_pt")
-        for label, stats in compare.items():
-            ok = stats["finite"]
-            gen_obs = jet_observables(stats["p4"][ok], stats["mask"][ok])
-            plots.append(_atomic_plot(out / f"observables_{label.split(' ')[0]}.png", lambda p, g=gen_obs, lab=label:
-                                      plot_observable_histograms({k: real_obs[k] for k in keys}, {k: g[k] for k in keys},
-                                                                 p, names=("Real", lab))).name)
-        if compare:
-            plots.append(plot_observables_three(run, compare, out / "observables_paper_vs_recommended.png", dpi).name)
         if paper_setting:
             plots.append(plot_tails(run, kept[paper_setting], out / "tails.png", paper_setting, dpi).name)
-        for stale in set(PLOT_NAMES) - set(plots):  # left over from an earlier study in the same directory
-            (out / stale).unlink(missing_ok=True)
+        save_per_jet(out / "per_jet.npz", kept, run)
+    for stale in set(PLOT_NAMES) - set(plots):  # left over from an earlier study in the same directory
+        (out / stale).unlink(missing_ok=True)
     study["plots"] = plots
     study = _to_json(study)
     _atomic_write_text(out / "generation_study.json", json.dumps(study, indent=2))
@@ -1207,7 +1292,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-minutes", type=float, help="time budget: chains are run and lengthened in the "
                         "order of `work_plan` while it lasts (what was left out is recorded)")
     parser.add_argument("--quick", action="store_true", help="tiny grid and few jets (tests)")
-    parser.add_argument("--notes", type=Path, help="markdown file of findings to add (one item per paragraph)")
+    parser.add_argument("--notes", type=Path, help="markdown text (the reading of the results) to put at the top of "
+                        "the report as its summary; kept by later --report-only runs unless replaced")
     parser.add_argument("--report-only", action="store_true", help="rewrite the markdown, the JSON's derived parts "
                         "and the quality plots from an earlier study's generation_study.json (no chains)")
     parser.add_argument("--no-progress", action="store_true")
@@ -1247,8 +1333,6 @@ def main(argv=None) -> dict:
                      "evals_per_jet": gen.num_steps, "us_per_jet": float("nan"), "acceptance": float("nan"),
                      "energy": float("nan"), **metrics})
         kept["run_samples"] = stats
-    for r in rows:
-        r["est_us_per_jet"] = 1e6 * grad_seconds * r["evals_per_jet"]
     real_ref = real_reference(run)
     study = {
         "run_dir": str(args.run_dir), "seed": run.seed, "best_step": run.best_step,

@@ -1,6 +1,6 @@
 """The generation study (`experiments.ebm_generation_study`) on a smoke-preset run built once per module:
-its outputs, its zero-step chain starts against the run's own `results.json`, its segmented chains
-against one library chain, and its time-budget cuts."""
+its outputs, its zero-step chain starts against the run's own `results.json`, its segmented and
+continued chains against one library chain, and the order it runs chains in under a time budget."""
 import json
 
 import jax
@@ -17,9 +17,6 @@ from jaxebm.sampling.schedules import StepDecay
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """A finished smoke run (~1-2 min): data, 20 CD iterations, checkpoints, results.json."""
-    import os
-    if os.environ.get("DEV_SMOKE_RUN"):
-        return __import__("pathlib").Path(os.environ["DEV_SMOKE_RUN"])
     root = tmp_path_factory.mktemp("smoke")
     ebm_jets.main(["--preset", "smoke", "--out", str(root / "run"),
                    "--set", f"data.data_dir={json.dumps(str(root / 'data'))}"])
@@ -54,7 +51,8 @@ def test_quick_study_writes_every_output(quick_study):
                 "observables_paper_vs_recommended.png", "tails.png"}
     assert required <= set(saved["plots"]) <= set(study.PLOT_NAMES)
     assert all((out / name).stat().st_size > 10_000 for name in saved["plots"])
-    assert not list(out.glob("*.tmp*"))
+    assert (out / "per_jet.npz").exists() and not list(out.glob("*.tmp*"))
+    assert saved["real"]["tail_pt"] > 0 and 0 <= rows["noise_start"]["frac_pt_tail"] <= 1
 
 
 def test_noise_start_is_the_runs_noise_init(smoke_run, quick_study):
