@@ -6,6 +6,13 @@ once whatever the number of jets.
     gen_config = GenerationConfig()        # the paper's: 200 steps, step 0.1 x0.8 every 40, noise 0.001
     x, mask = generate(jax.random.key(0), model, params, noise_fn, gen_config, num_jets=10_000)
     energy, score_norm = anomaly_scores(model, params, x_test, mask_test)
+    scores = model_scores(model, params, x_test, mask_test)        # {"energy": (n,), "score_norm": (n,), ...}
+    scores = energy_scores(outputs_fn, params, images)                # any model: outputs_fn(params, x, mask)
+
+Anomaly scores: `energy_scores` is the one score API for every model: it takes a model function giving
+energies ``(B,)`` or class logits ``(B, K)`` and returns named scores, each larger = more anomalous
+(`SCORE_NAMES`: energy, score norm, and for a hybrid classifier -log p(QCD|x), the negated QCD logit
+and min_y E(x, y)).
 
 Both take ``mesh`` (`jaxebm.parallel.make_mesh`) to split each batch over several devices; the
 jets are the same as on one device (up to the order of floating-point reductions).
@@ -13,7 +20,7 @@ jets are the same as on one device (up to the order of floating-point reductions
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable
 
 import flax.linen as nn
@@ -24,11 +31,12 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from jaxebm import parallel
-from jaxebm.models.common import energy_fn
+from jaxebm.models.common import class_energy_fn, energy_fn
 from jaxebm.sampling import langevin
 from jaxebm.sampling.schedules import StepDecay
 
-__all__ = ["GenerationConfig", "generate", "anomaly_scores"]
+__all__ = ["SCORE_NAMES", "GenerationConfig", "anomaly_scores", "energy_scores", "generate", "model_outputs_fn",
+           "model_scores"]
 
 
 @dataclass(frozen=True)
@@ -71,20 +79,23 @@ def _split_starts(starts) -> tuple[jax.Array, jax.Array | None]:
     return starts, None
 
 
-@partial(jax.jit, static_argnames=("model", "noise_fn", "config", "mesh"))
+@partial(jax.jit, static_argnames=("model", "noise_fn", "config", "mesh", "class_id"))
 def _generate_batch(key, params, *, model: nn.Module, noise_fn: Callable, config: GenerationConfig,
-                    mesh: Mesh | None):
+                    mesh: Mesh | None, class_id: int | None = None):
     key_start, key_chain = jax.random.split(key)
     x0, mask = _split_starts(parallel.constrain_batch(noise_fn(key_start, config.batch_size), mesh))
     model_mask = jnp.ones(x0.shape[:2], bool) if mask is None else mask
+    chain_energy_fn = (energy_fn(model, params, model_mask) if class_id is None else
+                       class_energy_fn(model, params, model_mask, jnp.full((len(x0),), class_id, jnp.int32)))
     x, _ = langevin.run_chain(
-        key_chain, x0, energy_fn(model, params, model_mask), config.langevin_config, config.num_steps,
+        key_chain, x0, chain_energy_fn, config.langevin_config, config.num_steps,
         frozen_mask=None if mask is None else ~mask)
     return x, model_mask
 
 
 def generate(key, model: nn.Module, params, noise_fn: Callable, config: GenerationConfig, num_jets: int, *,
-             progress: bool = True, mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
+             progress: bool = True, mesh: Mesh | None = None, class_id: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``num_jets`` jets by running chains from ``noise_fn`` starts under the model.
 
     Args:
@@ -92,6 +103,7 @@ def generate(key, model: nn.Module, params, noise_fn: Callable, config: Generati
       noise_fn: ``noise_fn(key, n)`` -> features ``(n, N, F)`` ("zeros" padding: every slot is a
         constituent) or ``(features, mask (n, N))`` ("mask" padding: padded slots stay frozen).
       config: `GenerationConfig`.
+      class_id: None: chains on E(x). y: a hybrid model's class-conditional chains on ``E(x, y) = -g(x)_y``.
       mesh: None: one device; else each batch's chains split over the mesh's devices
         (``config.batch_size`` a multiple of their number), parameters replicated.
     Returns:
@@ -106,27 +118,121 @@ def generate(key, model: nn.Module, params, noise_fn: Callable, config: Generati
         keys, params = parallel.place((keys, params), parallel.replicated(mesh))
     outputs = [  # fetched batch by batch, so the progress bar follows the computation, not the dispatch
         tuple(parallel.to_host(a) for a in _generate_batch(k, params, model=model, noise_fn=noise_fn,
-                                                           config=config, mesh=mesh))
+                                                           config=config, mesh=mesh, class_id=class_id))
         for k in tqdm(keys, desc="generate", unit="batch", disable=not progress)
     ]
     x, mask = (np.concatenate([o[i] for o in outputs])[:num_jets] for i in range(2))
     return x, mask
 
 
-@partial(jax.jit, static_argnames=("model",))
-def _score_batch(params, x, mask, coordinate_scale, *, model: nn.Module):
-    def total_energy(x):
-        energies = model.apply(params, x, mask, deterministic=True)
-        return jnp.sum(energies), energies
+SCORE_NAMES = ("energy", "score_norm", "class_nll", "class_energy", "min_class_energy")
 
-    grad, energies = jax.grad(total_energy, has_aux=True)(x)
-    grad = jnp.where(mask[..., None], grad / coordinate_scale, 0.0)
-    return energies, jnp.sqrt(jnp.sum(jnp.square(grad), axis=(1, 2)))
+
+def _energy_and_class_scores(outputs: jax.Array, background_class: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``outputs`` ``(B,)`` energies or ``(B, K)`` logits -> E(x) ``(B,)`` and the class scores (logits only)."""
+    if outputs.ndim == 1:
+        return outputs, {}
+    if not 0 <= background_class < outputs.shape[1]:
+        raise ValueError(f"background_class must be in [0, {outputs.shape[1]}), got {background_class}")
+    log_norm = jax.nn.logsumexp(outputs, axis=-1)
+    background_logit = outputs[:, background_class]
+    return -log_norm, {"class_nll": log_norm - background_logit, "class_energy": -background_logit,
+                       "min_class_energy": -jnp.max(outputs, axis=-1)}
+
+
+@lru_cache(maxsize=64)
+def _compiled_scores(outputs_fn: Callable, background_class: int) -> Callable:
+    """One jitted scorer per (model function, background class): ``(params, x, mask, scale) -> dict``."""
+    def scores(params, x, mask, coordinate_scale):
+        def total_energy(x):
+            energy, class_scores = _energy_and_class_scores(outputs_fn(params, x, mask), background_class)
+            return jnp.sum(energy), (energy, class_scores)
+
+        grad, (energy, class_scores) = jax.grad(total_energy, has_aux=True)(x)
+        grad = grad / coordinate_scale
+        if mask is not None:
+            grad = jnp.where(mask[..., None], grad, 0.0)
+        score_norm = jnp.sqrt(jnp.sum(jnp.square(grad).reshape(len(x), -1), axis=1))
+        return {"energy": energy, "score_norm": score_norm, **class_scores}
+
+    return jax.jit(scores)
+
+
+def energy_scores(outputs_fn: Callable, params, x: np.ndarray, mask: np.ndarray | None = None, *,
+                  background_class: int = 0, coordinate_scale=None, batch_size: int = 1024,
+                  mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+    """Named anomaly scores of any energy model, each ``(n,)`` float64 and oriented so that larger means
+    more anomalous (the one score API of the project).
+
+    Args:
+      outputs_fn: ``outputs_fn(params, x (B, ...), mask (B, N) or None) -> (B,)`` energies E(x) (a plain
+        EBM; the normalized autoencoder's reconstruction error) or ``(B, K)`` class logits g(x) (a hybrid
+        EBM-classifier, ``E(x) = -logsumexp_y g(x)_y``). Keep the same function object between calls
+        (one compilation each). `model_outputs_fn` gives it for a `TransformerEnergy`.
+      x: ``(n, ...)`` model inputs: constituent features ``(n, N, F)`` with ``mask (n, N)`` bool, or
+        images ``(n, P, P)`` with ``mask=None``.
+      background_class: index of the known background class (QCD) among the logits.
+      coordinate_scale: ``(F,)`` or None: the score norm is taken in ``u = x * coordinate_scale + const``
+        (``grad_u E = grad_x E / coordinate_scale``, last axis); None: the model's own coordinates.
+      mesh: None: one device; else each batch split over the mesh's devices (``batch_size`` a multiple
+        of their number), parameters replicated.
+    Returns:
+      ``energy``: E(x). ``score_norm``: ``||grad_x E(x)||`` over the real slots (every element without a
+      mask). Hybrid models also: ``class_nll``: ``-log p(background | x)``; ``class_energy``:
+      ``E(x, background) = -g(x)_background`` (the negated background logit); ``min_class_energy``:
+      ``min_y E(x, y) = -max_y g(x)_y``.
+    """
+    x = np.asarray(x, np.float32)
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        if x.ndim != 3 or mask.shape != x.shape[:2]:
+            raise ValueError(f"x must be (n, N, F) with mask (n, N); got x {x.shape}, mask {mask.shape}")
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"x must be a non-empty batch (n, ...), got shape {x.shape}")
+    scale = np.ones(x.shape[-1], np.float32) if coordinate_scale is None else np.asarray(coordinate_scale, np.float32)
+    if scale.shape != x.shape[-1:] or not np.all(scale > 0):
+        raise ValueError(f"coordinate_scale must be ({x.shape[-1]},) and positive, got {coordinate_scale}")
+    num_jets, pad = len(x), -len(x) % batch_size
+    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+    if mask is not None:
+        mask = np.concatenate([mask, np.ones((pad,) + mask.shape[1:], bool)])
+    if mesh is not None:
+        params, scale = parallel.place((params, scale), parallel.replicated(mesh))
+    to_devices = (lambda batch: batch) if mesh is None else partial(parallel.shard_batch, mesh=mesh)
+    scorer = _compiled_scores(outputs_fn, int(background_class))
+    parts = [scorer(params, to_devices(x[i:i + batch_size]),
+                    None if mask is None else to_devices(mask[i:i + batch_size]), scale)
+             for i in range(0, len(x), batch_size)]
+    scores = {name: np.concatenate([parallel.to_host(p[name]).astype(np.float64) for p in parts])[:num_jets]
+              for name in parts[0]}
+    if not np.all(np.isfinite(scores["energy"])):
+        raise FloatingPointError(f"{np.sum(~np.isfinite(scores['energy']))} of {num_jets} energies are not finite")
+    return scores
+
+
+@lru_cache(maxsize=64)
+def model_outputs_fn(model: nn.Module) -> Callable:
+    """`energy_scores`' ``outputs_fn`` of a constituent energy module (dropout off): its logits when it is
+    a hybrid (``model.config.num_classes`` set), else its energies."""
+    is_hybrid = getattr(getattr(model, "config", None), "num_classes", None) is not None
+
+    def outputs(params, x, mask):
+        if is_hybrid:
+            return model.apply(params, x, mask, deterministic=True, method="logits")
+        return model.apply(params, x, mask, deterministic=True)
+
+    return outputs
+
+
+def model_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, **kwargs) -> dict[str, np.ndarray]:
+    """`energy_scores` of a constituent energy module (plain or hybrid `TransformerEnergy`)."""
+    return energy_scores(model_outputs_fn(model), params, x, mask, **kwargs)
 
 
 def anomaly_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, *, coordinate_scale=None,
                    batch_size: int = 1024, mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Energy ``E(x)`` and score norm ``||grad_u E||`` (over real slots) per jet.
+    """Energy ``E(x)`` and score norm ``||grad_u E||`` (over real slots) per jet: `model_scores`'
+    ``energy`` and ``score_norm``.
 
     Args:
       x: ``(n, N, F)`` features in the model's space; mask: ``(n, N)`` bool (all True in "zeros" mode).
@@ -138,23 +244,7 @@ def anomaly_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, *,
     Returns:
       energy ``(n,)`` and score_norm ``(n,)``, float64; higher means more anomalous for both.
     """
-    x, mask = np.asarray(x, np.float32), np.asarray(mask, bool)
-    if x.ndim != 3 or mask.shape != x.shape[:2]:
-        raise ValueError(f"x must be (n, N, F) with mask (n, N); got x {x.shape}, mask {mask.shape}")
-    num_jets = len(x)
-    pad = -num_jets % batch_size
-    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-    mask = np.concatenate([mask, np.ones((pad,) + mask.shape[1:], bool)])
-    scale = np.ones(x.shape[-1], np.float32) if coordinate_scale is None else np.asarray(coordinate_scale, np.float32)
-    if scale.shape != x.shape[-1:] or not np.all(scale > 0):
-        raise ValueError(f"coordinate_scale must be ({x.shape[-1]},) and positive, got {coordinate_scale}")
-    if mesh is not None:
-        params, scale = parallel.place((params, scale), parallel.replicated(mesh))
-    to_devices = (lambda batch: batch) if mesh is None else partial(parallel.shard_batch, mesh=mesh)
-    parts = [_score_batch(params, *to_devices((x[i:i + batch_size], mask[i:i + batch_size])), scale, model=model)
-             for i in range(0, len(x), batch_size)]
-    energy, score_norm = (np.concatenate([parallel.to_host(p[k]).astype(np.float64) for p in parts])[:num_jets]
-                          for k in range(2))
-    if not np.all(np.isfinite(energy)):
-        raise FloatingPointError(f"{np.sum(~np.isfinite(energy))} of {num_jets} energies are not finite")
-    return energy, score_norm
+    if mask is None:
+        raise ValueError("anomaly_scores needs the mask (n, N) of the constituents")
+    scores = model_scores(model, params, x, mask, coordinate_scale=coordinate_scale, batch_size=batch_size, mesh=mesh)
+    return scores["energy"], scores["score_norm"]

@@ -43,7 +43,7 @@ from jaxebm.train.loop import LoopConfig, train_loop
 from jaxebm.train.state import create_train_state
 
 __all__ = ["BEST_METRIC", "EXPERIMENT", "DataConfig", "ExperimentConfig", "RunConfig", "Trained", "data_files",
-           "data_paths", "train_val_rows", "validate"]
+           "data_paths", "jet_data_file", "train_val_rows", "validate"]
 
 CONFIG_DIR = Path(__file__).parent / "configs" / "ebm"
 TEST_PROCESSES = ("qcd", "top", "h_hh_4b")
@@ -159,16 +159,22 @@ def data_files(config: ExperimentConfig) -> dict[str, DataFile]:
     GeV, |eta| < 2), reused only when its attributes match (process, R, seed, jets, pT window)."""
     jobs = {"train": ("qcd", config.data.num_train_jets, 0),
             **{p: (p, config.data.num_test_jets, i + 1) for i, p in enumerate(TEST_PROCESSES)}}
-    paths, files = data_paths(config.data), {}
-    for name, (process, num_jets, offset) in jobs.items():
-        generation = JetGenerationConfig(
-            process=process, num_jets=num_jets, seed=config.data.generator_seed + offset,
-            num_workers=min(config.data.num_workers, num_jets), jet_radius=config.data.jet_radius,
-            jet_pt_min=JET_PT_WINDOW[0], jet_pt_max=JET_PT_WINDOW[1], max_constituents=100)
-        attrs = {key: getattr(generation, key) for key in ("process", "jet_radius", "seed", "num_jets", "jet_pt_min",
-                                                           "jet_pt_max")}
-        files[name] = DataFile(paths[name], attrs, make=_generator(generation, paths[name]))
-    return files
+    paths = data_paths(config.data)
+    return {name: jet_data_file(paths[name], process, num_jets, config.data.generator_seed + offset,
+                                jet_radius=config.data.jet_radius, num_workers=config.data.num_workers)
+            for name, (process, num_jets, offset) in jobs.items()}
+
+
+def jet_data_file(path: Path, process: str, num_jets: int, seed: int, *, jet_radius: float,
+                  num_workers: int) -> DataFile:
+    """A Pythia 8 jet file (pT in `JET_PT_WINDOW`, |eta| < 2, 100 hardest constituents) as a `DataFile`:
+    made when missing, reused only when its process, R, seed, size and pT window match."""
+    generation = JetGenerationConfig(
+        process=process, num_jets=num_jets, seed=seed, num_workers=min(num_workers, num_jets), jet_radius=jet_radius,
+        jet_pt_min=JET_PT_WINDOW[0], jet_pt_max=JET_PT_WINDOW[1], max_constituents=100)
+    attrs = {key: getattr(generation, key) for key in ("process", "jet_radius", "seed", "num_jets", "jet_pt_min",
+                                                       "jet_pt_max")}
+    return DataFile(path, attrs, make=_generator(generation, path))
 
 
 def _generator(generation: JetGenerationConfig, path: Path):

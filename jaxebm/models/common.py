@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["INITS", "ACTIVATIONS", "activation", "dense", "energy_fn", "padded_to_zero", "torch_bias_init"]
+__all__ = ["INITS", "ACTIVATIONS", "activation", "class_energy_fn", "dense", "energy_fn", "padded_to_zero", "torch_bias_init"]
 
 INITS = ("torch", "lecun")
 
@@ -75,5 +75,18 @@ def energy_fn(model: nn.Module, params, mask: jax.Array | None = None) -> Callab
     def energy(x: jax.Array) -> jax.Array:
         chain_mask = jnp.ones(x.shape[:2], bool) if mask is None else mask
         return model.apply(frozen_params, x, chain_mask, deterministic=True)
+
+    return energy
+
+
+def class_energy_fn(model: nn.Module, params, mask: jax.Array, class_ids: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """Sampler closure of a hybrid model's class energy ``x (B, N, F) -> E(x, y) = -g(x)_y (B,)`` for
+    ``class_ids y (B,)`` int; ``model`` has a ``logits`` method (`TransformerEnergy` with ``num_classes``).
+    Parameters frozen (``stop_gradient``), dropout off, ``mask (B, N)`` fixed, as `energy_fn`."""
+    frozen_params = jax.lax.stop_gradient(params)
+
+    def energy(x: jax.Array) -> jax.Array:
+        logits = model.apply(frozen_params, x, mask, deterministic=True, method="logits")
+        return -jnp.take_along_axis(logits, class_ids[:, None], axis=1)[:, 0]
 
     return energy

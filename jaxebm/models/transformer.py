@@ -3,6 +3,11 @@
     x (B, N, F) --linear--> (B, N, d_model) --N_L self-attention blocks--> sum over real constituents
       --> MLP projector d_model -> 500 -> 500 -> 1 (Swish) --> E(x) (B,)
 
+Hybrid EBM-classifier (seed 000, section 3.2): with ``num_classes = K`` the projector ends in K logits
+``g(x) (B, K)`` instead (`TransformerEnergy.logits`), and the same module's energy is the marginal
+``E(x) = -logsumexp_y g(x)_y``; ``E(x, y) = -g(x)_y`` and ``p(y|x) = softmax(g(x))_y``. Samplers,
+the CD step and the score API call the module exactly as the plain energy.
+
 Sign: the module returns the energy itself, lower = more probable, density ``exp(-E)``. The paper's
 public code reads its network output as the negative energy; with a sign-symmetric initialisation of
 the last layer the two conventions are the same model family, so no sign flip is applied anywhere.
@@ -22,6 +27,11 @@ Example::
     params = model.init(jax.random.key(0), x, mask)
     energy = model.apply(params, x, mask)                                   # (5,)
     energy = model.apply(params, x, mask, deterministic=False, rngs={"dropout": jax.random.key(1)})
+
+    hybrid = TransformerEnergy(TransformerConfig(num_layers=2, d_model=32, num_heads=4, ff_dim=64, num_classes=3))
+    params = hybrid.init(jax.random.key(0), x, mask)
+    logits = hybrid.apply(params, x, mask, method="logits")                 # (5, 3)
+    energy = hybrid.apply(params, x, mask)                                   # (5,) = -logsumexp(logits)
 """
 from __future__ import annotations
 
@@ -52,6 +62,7 @@ class TransformerConfig:
     projector_sizes: hidden widths of the MLP projector after pooling (output width 1 is added).
     projector_activation: activation of the projector's hidden layers.
     init: "torch" (paper: PyTorch default) or "lecun" (Flax default); see `jaxebm.models.common`.
+    num_classes: None (plain energy, one output) or K >= 2 (hybrid: K logits, module doc).
     """
 
     num_features: int = 3
@@ -65,8 +76,11 @@ class TransformerConfig:
     projector_sizes: tuple[int, ...] = (500, 500)
     projector_activation: str = "swish"
     init: str = "torch"
+    num_classes: int | None = None
 
     def __post_init__(self):
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"num_classes must be None (plain energy) or >= 2, got {self.num_classes}")
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide d_model ({self.d_model})")
         if self.norm not in NORMS:
@@ -127,16 +141,30 @@ class SelfAttentionBlock(nn.Module):
 
 
 class TransformerEnergy(nn.Module):
-    """Energy ``E(x)`` of constituent sets (see the module doc for the layout and the sign)."""
+    """Energy ``E(x)`` of constituent sets (see the module doc for the layout, the sign and the hybrid)."""
 
     config: TransformerConfig = TransformerConfig()
 
-    @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """Energies of ``x (B, N, F)`` with ``mask (B, N)`` bool (True = real): returns ``(B,)``.
 
-        ``deterministic=False`` turns dropout on and needs ``rngs={"dropout": key}``.
+        ``deterministic=False`` turns dropout on and needs ``rngs={"dropout": key}``. Hybrid:
+        ``E(x) = -logsumexp_y g(x)_y``.
         """
+        outputs = self.outputs(x, mask, deterministic=deterministic)
+        if self.config.num_classes is None:
+            return outputs[:, 0]
+        return -jax.nn.logsumexp(outputs, axis=-1)
+
+    def logits(self, x: jax.Array, mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """Class logits ``g(x) (B, K)`` of a hybrid model (``num_classes = K``); ``E(x, y) = -g(x)_y``."""
+        if self.config.num_classes is None:
+            raise ValueError("logits need a hybrid model: TransformerConfig(num_classes=K)")
+        return self.outputs(x, mask, deterministic=deterministic)
+
+    @nn.compact
+    def outputs(self, x: jax.Array, mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """The last layer: ``(B, 1)`` energy (plain) or ``(B, K)`` logits (hybrid)."""
         c = self.config
         if x.ndim != 3 or x.shape[-1] != c.num_features or mask.shape != x.shape[:2]:
             raise ValueError(
@@ -150,4 +178,6 @@ class TransformerEnergy(nn.Module):
         pooled = jnp.sum(jnp.where(mask[..., None], h, 0.0), axis=1)
         for index, width in enumerate(c.projector_sizes):
             pooled = activation(c.projector_activation)(dense(pooled, width, c.init, f"projector_{index}"))
-        return dense(pooled, 1, c.init, "energy")[:, 0]
+        if c.num_classes is None:
+            return dense(pooled, 1, c.init, "energy")
+        return dense(pooled, c.num_classes, c.init, "logits")

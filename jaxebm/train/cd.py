@@ -10,6 +10,16 @@ One call of the step returned by `make_cd_step` is one XLA program doing a whole
   4. optax update (global-norm clip, Adam(b1, b2) with a per-epoch exponential decay), EMA of the
      parameters, chain ends written back to the buffer.
 
+Hybrid EBM-classifier (seed 000, Eq. 5 and 7; the model has ``num_classes = K`` logits g(x), and its
+energy is ``E(x) = -logsumexp_y g(x)_y``): the loss is ``cd_weight * (CD loss above) + classifier_weight
+* cross-entropy(g(x+), y+)``, and the step takes the labels ``y+ (B,)`` of the data jets.
+``classifier_weight`` is the paper's kappa; ``cd_weight = 0`` is the supervised-only baseline of the same
+backbone (no chains run at all); ``classifier_weight = 0`` is the plain EBM. With ``class_conditional``
+the chains run on ``E(x, y) = -g(x)_y`` with ``y`` the labels of the batch, from a buffer split into K
+class partitions (`jaxebm.sampling.buffer`), so chain ends of one class never start chains of another;
+the CD term still uses the marginal ``E(x)`` (its negatives are then a sample of
+``sum_y p_data(y) p(x|y)``, equal to p(x) when the model's class prior matches the data's).
+
 Padding modes:
   "zeros": the paper's. All N slots are constituents for the model (mask all True) and for the
     chains (every slot moves); data slots beyond a jet's multiplicity hold zeros. Buffer samples
@@ -26,6 +36,9 @@ Example::
     step = make_cd_step(model, config, noise_fn)
     state, metrics = step(state, x_batch, mask_batch)   # the old `state` is donated: do not reuse it
 
+    hybrid = CDConfig(classifier_weight=1.0)            # EBM-CLF, kappa = 1; model with num_classes = 3
+    state, metrics = make_cd_step(model, hybrid, noise_fn)(state, x_batch, mask_batch, labels)
+
 Data parallel over all devices (hosts): ``make_cd_step(model, config, noise_fn, mesh=jaxebm.parallel.make_mesh())``.
 """
 from __future__ import annotations
@@ -41,12 +54,13 @@ import optax
 from jax.sharding import Mesh
 
 from jaxebm import parallel
-from jaxebm.models.common import energy_fn
+from jaxebm.models.common import class_energy_fn, energy_fn
 from jaxebm.sampling import buffer, langevin
 from jaxebm.sampling.langevin import LangevinConfig
 from jaxebm.train.state import TrainState, make_optimizer
 
-__all__ = ["PADDING_MODES", "CDConfig", "ema_decay_at", "make_cd_step", "make_noise_fn", "multiplicity_distribution"]
+__all__ = ["PADDING_MODES", "CDConfig", "check_labels", "ema_decay_at", "make_cd_step", "make_noise_fn",
+           "multiplicity_distribution"]
 
 PADDING_MODES = ("zeros", "mask")
 
@@ -66,6 +80,9 @@ class CDConfig:
       parameters' EMA (warmed up, see `ema_decay_at`).
     padding_mode: "zeros" or "mask" (module doc). iterations_per_call: iterations per step call,
       scanned over a stacked batch ``(iterations_per_call, B, N, F)``.
+    cd_weight: weight of the CD loss (1; 0: supervised-only, no chains). classifier_weight: kappa, weight
+      of the cross-entropy of a hybrid model (0: plain EBM). class_conditional: chains on E(x, y) from a
+      class-partitioned buffer (hybrid only). See the module doc.
     """
 
     num_langevin_steps: int = 24
@@ -86,8 +103,16 @@ class CDConfig:
     ema_decay: float = 0.999
     padding_mode: str = "zeros"
     iterations_per_call: int = 1
+    cd_weight: float = 1.0
+    classifier_weight: float = 0.0
+    class_conditional: bool = False
 
     def __post_init__(self):
+        if not (self.cd_weight >= 0 and self.classifier_weight >= 0 and self.cd_weight + self.classifier_weight > 0):
+            raise ValueError(f"cd_weight and classifier_weight must be >= 0 and not both 0, got {self.cd_weight} "
+                             f"and {self.classifier_weight}")
+        if self.class_conditional and self.cd_weight == 0:
+            raise ValueError("class_conditional chains need cd_weight > 0 (no chains run without the CD term)")
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
         for name in ("num_langevin_steps", "buffer_size", "batch_size", "steps_per_epoch", "iterations_per_call"):
@@ -104,6 +129,11 @@ class CDConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+
+    @property
+    def is_hybrid(self) -> bool:
+        """Whether the step needs labels (a cross-entropy term or class-conditional chains)."""
+        return self.classifier_weight > 0 or self.class_conditional
 
     @property
     def langevin_config(self) -> LangevinConfig:
@@ -160,14 +190,44 @@ def make_noise_fn(mean: Sequence[float], std: Sequence[float], num_constituents:
     return noise_fn
 
 
-def _cd_loss(params, model: nn.Module, config: CDConfig, key, x_pos, mask_pos, x_neg, mask_neg):
-    """CD loss and its parts; one forward pass over data and chain ends, dropout on."""
-    energies = model.apply(params, jnp.concatenate([x_pos, x_neg]), jnp.concatenate([mask_pos, mask_neg]),
-                           deterministic=False, rngs={"dropout": key})
-    e_pos, e_neg = jnp.split(energies, 2)
+def _cd_loss(params, model: nn.Module, config: CDConfig, key, x_pos, mask_pos, x_neg, mask_neg, labels=None):
+    """Weighted CD and cross-entropy losses and their parts; one forward pass, dropout on.
+
+    ``x_neg``, ``mask_neg``: chain ends, or None (``cd_weight = 0``). ``labels (B,)`` or None (plain EBM).
+    """
+    x, mask = (x_pos, mask_pos) if x_neg is None else (jnp.concatenate([x_pos, x_neg]),
+                                                         jnp.concatenate([mask_pos, mask_neg]))
+    if hasattr(model, "outputs"):  # `TransformerEnergy`: (B, 1) energies or (B, K) logits
+        outputs = model.apply(params, x, mask, deterministic=False, rngs={"dropout": key}, method="outputs")
+    else:  # any other energy module: (B,) energies
+        outputs = model.apply(params, x, mask, deterministic=False, rngs={"dropout": key})[:, None]
+    energies = outputs[:, 0] if outputs.shape[1] == 1 else -jax.nn.logsumexp(outputs, axis=-1)
+    num_pos = x_pos.shape[0]
+    e_pos = energies[:num_pos]
+    e_neg = e_pos if x_neg is None else energies[num_pos:]
     cd = jnp.mean(e_pos) - jnp.mean(e_neg)
     reg = jnp.mean(jnp.square(e_pos) + jnp.square(e_neg))
-    return cd + config.alpha * reg, (cd, reg, e_pos, e_neg)
+    loss = config.cd_weight * (cd + config.alpha * reg) if x_neg is not None else 0.0
+    ce, accuracy = jnp.zeros(()), jnp.zeros(())
+    if labels is not None:
+        logits = outputs[:num_pos]
+        ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+        accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+        loss = loss + config.classifier_weight * ce
+    return loss, {"cd": cd, "reg": reg, "ce": ce, "accuracy": accuracy, "e_pos": e_pos, "e_neg": e_neg}
+
+
+def check_labels(labels, batch_shape: tuple[int, ...], num_classes: int) -> np.ndarray:
+    """``labels`` as int32 of shape ``batch_shape``; ValueError naming the problem (shape, dtype, range)."""
+    labels = np.asarray(labels)
+    if labels.shape != batch_shape:
+        raise ValueError(f"labels must have shape {batch_shape} (one per data jet), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}) for a model with {num_classes} classes, "
+                         f"got values in [{labels.min()}, {labels.max()}]")
+    return labels.astype(np.int32)
 
 
 def _masked_moments(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -189,10 +249,11 @@ def _check_batch(config: CDConfig, x_pos, mask_pos) -> None:
 
 
 def make_cd_step(model: nn.Module, config: CDConfig, noise_fn: Callable, *, mesh: Mesh | None = None) -> Callable:
-    """The jitted CD step ``step(state, x_pos, mask_pos) -> (state, metrics)`` (module doc).
+    """The jitted CD step ``step(state, x_pos, mask_pos[, labels]) -> (state, metrics)`` (module doc).
 
     Args:
-      model: energy module, ``model.apply(params, x (B, N, F), mask (B, N), deterministic=...) -> (B,)``.
+      model: energy module, ``model.apply(params, x (B, N, F), mask (B, N), deterministic=...) -> (B,)``;
+        a hybrid needs an ``outputs`` method giving ``(B, K)`` logits (`TransformerEnergy`).
       config: `CDConfig`.
       noise_fn: ``noise_fn(key, n)`` chain starts, the one the buffer was built with (`make_noise_fn`).
       mesh: None: one device. A `jaxebm.parallel.make_mesh` mesh: data parallel (`jaxebm.parallel.distribute`):
@@ -202,41 +263,57 @@ def make_cd_step(model: nn.Module, config: CDConfig, noise_fn: Callable, *, mesh
 
     The step takes ``x_pos (B, N, F)`` and ``mask_pos (B, N)`` bool (both with a leading
     ``iterations_per_call`` axis when that is > 1) and donates ``state``. In "zeros" mode ``mask_pos``
-    is only shape-checked: the model sees every slot. A non-finite loss or gradient leaves params,
-    optimiser, EMA and buffer unchanged (``is_finite`` False); ``step`` and ``key`` advance regardless.
+    is only shape-checked: the model sees every slot. A hybrid config (``config.is_hybrid``) needs
+    ``labels`` int ``(B,)`` in ``[0, K)`` (checked on the host: a wrong length, dtype or value raises
+    ValueError); a plain one refuses them. A non-finite loss or gradient leaves params, optimiser,
+    EMA and buffer unchanged (``is_finite`` False); ``step`` and ``key`` advance regardless.
 
     Metrics (scalars unless noted; leading ``iterations_per_call`` axis when > 1): loss, cd, reg,
-    e_pos, e_neg (mean energies), gap (= e_neg - e_pos), grad_norm (raw parameter gradient),
-    chain_grad_norm (mean |grad_x E| at the last chain step), sample_mean, sample_std ``(F,)`` (chain
-    ends, real slots), lr_scale, is_finite.
+    e_pos, e_neg (mean energies), gap (= e_neg - e_pos), ce and accuracy (of the data batch; 0 for a
+    plain EBM), grad_norm (raw parameter gradient), chain_grad_norm (mean |grad_x E| at the last chain
+    step), sample_mean, sample_std ``(F,)`` (chain ends, real slots), lr_scale, is_finite. Without
+    chains (``cd_weight = 0``) the chain metrics are those of the data jets (gap 0).
     """
     optimizer = make_optimizer(config)
     is_mask_mode = config.padding_mode == "mask"
+    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if config.is_hybrid and num_classes is None:
+        raise ValueError("classifier_weight > 0 or class_conditional needs a hybrid model (num_classes = K)")
+    has_chains = config.cd_weight > 0
 
-    def negative_phase(state: TrainState, key_buffer, key_chain):
+    def negative_phase(state: TrainState, key_buffer, key_chain, labels):
         """Chain ends ``(B, N, F)``, their mask ``(B, N)``, buffer slots ``(B,)`` and the chain info."""
-        starts, slots = buffer.sample(key_buffer, state.buffer, config.batch_size, noise_fn, config.restart_prob)
+        class_ids = labels if config.class_conditional else None
+        starts, slots = buffer.sample(key_buffer, state.buffer, config.batch_size, noise_fn, config.restart_prob,
+                                      class_ids=class_ids)
         starts = parallel.constrain_batch(starts, mesh)
         x_start, mask = starts if is_mask_mode else (starts, jnp.ones(starts.shape[:2], bool))
+        chain_energy_fn = (class_energy_fn(model, state.params, mask, labels) if config.class_conditional
+                           else energy_fn(model, state.params, mask))
         x_end, chain_info = langevin.run_chain(
-            key_chain, x_start, energy_fn(model, state.params, mask), config.langevin_config,
+            key_chain, x_start, chain_energy_fn, config.langevin_config,
             config.num_langevin_steps, frozen_mask=~mask if is_mask_mode else None)
-        return jax.lax.stop_gradient(x_end), mask, slots, chain_info
+        return jax.lax.stop_gradient(x_end), mask, slots, jnp.mean(chain_info.grad_norm)
 
     def iteration(state: TrainState, batch):
-        x_pos, mask_pos = batch
+        x_pos, mask_pos, labels = batch if len(batch) == 3 else (*batch, None)
         key, key_buffer, key_chain, key_data, key_dropout = jax.random.split(state.key, 5)
-        x_neg, mask_neg, slots, chain_info = negative_phase(state, key_buffer, key_chain)
         mask_pos = mask_pos.astype(bool) if is_mask_mode else jnp.ones(x_pos.shape[:2], bool)
         data_noise = config.data_noise * jax.random.normal(key_data, x_pos.shape, x_pos.dtype)
         x_pos = jnp.where(mask_pos[..., None], x_pos + data_noise, x_pos)
+        if has_chains:
+            x_neg, mask_neg, slots, chain_grad_norm = negative_phase(state, key_buffer, key_chain, labels)
+        else:
+            x_neg = mask_neg = None
+            chain_grad_norm = jnp.zeros(())
 
-        (loss, (cd, reg, e_pos, e_neg)), grads = jax.value_and_grad(_cd_loss, has_aux=True)(
-            state.params, model, config, key_dropout, x_pos, mask_pos, x_neg, mask_neg)
+        (loss, parts), grads = jax.value_and_grad(_cd_loss, has_aux=True)(
+            state.params, model, config, key_dropout, x_pos, mask_pos, x_neg, mask_neg, labels)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, jax.tree.map(lambda u: u * state.lr_scale, updates))
         ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay_at(state.step, config.ema_decay))
-        new_buffer = buffer.push(state.buffer, (x_neg, mask_neg) if is_mask_mode else x_neg, slots)
+        new_buffer = (state.buffer if not has_chains
+                      else buffer.push(state.buffer, (x_neg, mask_neg) if is_mask_mode else x_neg, slots))
 
         grad_norm = optax.tree.norm(grads)
         is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -245,22 +322,42 @@ def make_cd_step(model: nn.Module, config: CDConfig, noise_fn: Callable, *, mesh
             (state.params, state.opt_state, state.ema_params, state.buffer))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params,
                                   buffer=new_buffer, key=key)
-        sample_mean, sample_std = _masked_moments(x_neg, mask_neg)
+        sample_mean, sample_std = (_masked_moments(x_neg, mask_neg) if has_chains
+                                   else _masked_moments(x_pos, mask_pos))
+        e_pos, e_neg = jnp.mean(parts["e_pos"]), jnp.mean(parts["e_neg"])
         metrics = {
-            "loss": loss, "cd": cd, "reg": reg, "e_pos": jnp.mean(e_pos), "e_neg": jnp.mean(e_neg),
-            "gap": jnp.mean(e_neg) - jnp.mean(e_pos), "grad_norm": grad_norm,
-            "chain_grad_norm": jnp.mean(chain_info.grad_norm), "sample_mean": sample_mean,
+            "loss": loss, "cd": parts["cd"], "reg": parts["reg"], "e_pos": e_pos, "e_neg": e_neg,
+            "gap": e_neg - e_pos, "ce": parts["ce"], "accuracy": parts["accuracy"], "grad_norm": grad_norm,
+            "chain_grad_norm": chain_grad_norm, "sample_mean": sample_mean,
             "sample_std": sample_std, "lr_scale": state.lr_scale, "is_finite": is_finite,
         }
         return new_state, metrics
 
-    def step(state: TrainState, x_pos: jax.Array, mask_pos: jax.Array):
+    def step(state: TrainState, x_pos: jax.Array, mask_pos: jax.Array, labels: jax.Array | None = None):
         _check_batch(config, x_pos, mask_pos)
+        batch = (x_pos, mask_pos) if labels is None else (x_pos, mask_pos, labels)
         if config.iterations_per_call == 1:
-            return iteration(state, (x_pos, mask_pos))
-        return jax.lax.scan(iteration, state, (x_pos, mask_pos))
+            return iteration(state, batch)
+        return jax.lax.scan(iteration, state, batch)
 
     if mesh is None:
-        return jax.jit(step, donate_argnums=0)
-    parallel.check_divisible(mesh, batch_size=config.batch_size, buffer_size=config.buffer_size)
-    return parallel.distribute(step, mesh, batch_axis=0 if config.iterations_per_call == 1 else 1)
+        compiled = jax.jit(step, donate_argnums=0)
+    else:
+        parallel.check_divisible(mesh, batch_size=config.batch_size, buffer_size=config.buffer_size)
+        compiled = parallel.distribute(step, mesh, batch_axis=0 if config.iterations_per_call == 1 else 1)
+    batch_shape = ((config.iterations_per_call,) if config.iterations_per_call > 1 else ()) + (config.batch_size,)
+
+    def checked_step(state: TrainState, x_pos, mask_pos, labels=None):
+        if config.is_hybrid:
+            if labels is None:
+                raise ValueError("this hybrid CD step (classifier_weight > 0 or class_conditional) needs the "
+                                 "labels of the data jets: step(state, x, mask, labels)")
+            return compiled(state, x_pos, mask_pos, check_labels(labels, batch_shape, num_classes))
+        if labels is not None:
+            raise ValueError("labels given to a plain CD step (classifier_weight = 0, class_conditional off)")
+        return compiled(state, x_pos, mask_pos)
+
+    checked_step.lower = compiled.lower
+    if hasattr(compiled, "_cache_size"):
+        checked_step._cache_size = compiled._cache_size  # compilation count, for no-recompile tests
+    return checked_step

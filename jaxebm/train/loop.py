@@ -1,6 +1,7 @@
 """Training driver: jitted step + metrics log + health monitor + checkpoints + rollback + resume.
 
-Batch protocol: ``batches`` is any iterable of ``(x (B, N, F), mask (B, N))`` pairs. For exact
+Batch protocol: ``batches`` is any iterable of ``(x (B, N, F), mask (B, N))`` pairs (or ``(x, mask, labels (B,))``
+triples for a hybrid step, passed on as ``step_fn(state, x, mask, labels)``). For exact
 resumption it also exposes ``position`` (a JSON-friendly value, e.g. ``(epoch, batch_index)``, of the
 next batch it will yield) and ``restore(position)``, as `jaxebm.data.loader.BatchIterator` does (give
 it a ``transform`` returning ``(features, mask)``; do not wrap it in a prefetcher that reads ahead).
@@ -74,13 +75,13 @@ class LoopConfig:
 
 
 def _next_batch(iterator, iterations_per_call: int):
-    """The next ``(x, mask)``, stacked ``(iterations_per_call, ...)`` when that is > 1; None at the end."""
+    """The next ``(x, mask)`` (or ``(x, mask, labels)``), stacked ``(iterations_per_call, ...)`` when that is > 1; None at the end."""
     pairs = list(itertools.islice(iterator, iterations_per_call))
     if len(pairs) < iterations_per_call:
         return None
     if iterations_per_call == 1:
         return pairs[0]
-    return tuple(np.stack([np.asarray(pair[i]) for pair in pairs]) for i in range(2))
+    return tuple(np.stack([np.asarray(pair[i]) for pair in pairs]) for i in range(len(pairs[0])))
 
 
 def _last_iteration(metrics: dict[str, Any], iterations_per_call: int) -> dict[str, Any]:

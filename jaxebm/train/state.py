@@ -58,6 +58,11 @@ def make_optimizer(config) -> optax.GradientTransformation:
     )
 
 
+def _buffer_classes(model: nn.Module, config) -> int | None:
+    """Class partitions of the replay buffer: the model's K for class-conditional chains, else None."""
+    return model.config.num_classes if getattr(config, "class_conditional", False) else None
+
+
 def create_train_state(key, model: nn.Module, config, example_x: jax.Array, example_mask: jax.Array,
                        noise_fn: Callable) -> TrainState:
     """Initial state: parameters from ``model.init`` on an example batch, a fresh optimiser, EMA equal
@@ -69,6 +74,8 @@ def create_train_state(key, model: nn.Module, config, example_x: jax.Array, exam
       example_x: ``(B, N, F)`` any batch of the training shape; example_mask: ``(B, N)`` bool.
       noise_fn: ``noise_fn(key, n)`` -> chain starts with leading axis n, the same function the
         train step gets (features, or ``(features, mask)`` in "mask" padding mode).
+    With ``config.class_conditional`` the buffer is split into the model's ``num_classes`` partitions
+    (``buffer_size`` must be a multiple of it).
     """
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)
@@ -79,7 +86,7 @@ def create_train_state(key, model: nn.Module, config, example_x: jax.Array, exam
         params=params,
         opt_state=make_optimizer(config).init(params),
         ema_params=jax.tree.map(jnp.copy, params),  # own buffers: the step donates the state
-        buffer=buffer.init(key_buffer, noise_fn, config.buffer_size),
+        buffer=buffer.init(key_buffer, noise_fn, config.buffer_size, num_classes=_buffer_classes(model, config)),
         key=key_train,
         lr_scale=jnp.ones((), jnp.float32),
     )

@@ -1,0 +1,288 @@
+"""Plots and markdown reports of the hybrid EBM-classifier experiment (`jaxebm.experiments.ebm_clf`): one
+report per seed, the summary of a variant over its seeds, and the comparison of the variants in the layout
+of the paper's Table 6 (classification) and Table 3 (anomaly detection) with the CPU preset's checks."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from jaxebm.evaluation import jet_observables
+from jaxebm.experiments.ebm_clf_data import CLASSES, SIGNALS
+from jaxebm.experiments.ebm_report import flatten, provenance_lines
+from jaxebm.metrics import roc_curve, summarise_over_seeds
+from jaxebm.plots import (
+    plot_mass_sculpting,
+    plot_observable_histograms,
+    plot_roc_curves,
+    plot_score_distributions,
+    plot_training_curves,
+)
+from jaxebm.train.monitor import read_metrics
+
+__all__ = ["PAPER_TABLE3", "PAPER_TABLE6", "SCORE_LABELS", "comparison_checks", "write_comparison",
+           "write_report", "write_seed_report", "write_summary"]
+
+# score key -> (label, group); groups as the paper's Table 3: mass-decorrelated and mass-correlated
+SCORE_LABELS = {
+    "energy": ("E(x)", "mass-decorrelated"),
+    "score_norm": ("‖∇x E‖ (raw coordinates)", "mass-decorrelated"),
+    "class_nll": ("-log p(QCD|x)", "mass-correlated"),
+    "class_energy": ("-g(x)_QCD (QCD logit)", "mass-correlated"),
+    "min_class_energy": ("min_y E(x, y)", "other"),
+}
+# The paper's numbers (5 seeds, 100k jets per class, Delphes-level jets, 8 x 128 transformer, GPU)
+PAPER_TABLE6 = {"baseline": (0.871, 0.976, "ParticleNet"), "kappa1": (0.850, 0.969, "EBM-CLF κ = 1"),
+                "kappa0.5": (0.708, 0.906, "EBM-CLF κ = 0.5"), "kappa0.1": (0.679, 0.852, "EBM-CLF κ = 0.1")}
+PAPER_TABLE3 = {  # (variant, score) -> (AUC top, AUC H), mean ± std strings
+    ("ebm", "energy"): ("0.679 ± 0.009", "0.794 ± 0.032"), ("ebm", "score_norm"): ("0.628", "0.738"),
+    ("kappa1", "energy"): ("0.703 ± 0.020", "0.815 ± 0.018"),
+    ("kappa1", "score_norm"): ("0.679 ± 0.040", "0.722 ± 0.028"),
+    ("kappa1", "class_energy"): ("0.920 ± 0.002", "0.877 ± 0.008"),
+    ("kappa1", "class_nll"): ("0.940 ± 0.002", "0.865 ± 0.012"),
+}
+VARIANT_ORDER = ("kappa1", "kappa0.5", "kappa0.1", "baseline", "ebm")
+VARIANT_LABELS = {"kappa1": "EBM-CLF κ = 1", "kappa0.5": "EBM-CLF κ = 0.5", "kappa0.1": "EBM-CLF κ = 0.1",
+                  "baseline": "supervised baseline (CE only)", "ebm": "plain EBM (CD only, same jets)"}
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if np.isfinite(value) else str(value)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, path: Path, *, title: str = "") -> Path:
+    """Row-normalised confusion matrix ``(K, K)`` (rows: true class, columns: predicted), written atomically."""
+    fig = Figure(figsize=(4.2, 3.6))
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues")
+    for (row, col), value in np.ndenumerate(matrix):
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="white" if value > 0.6 else "black")
+    ax.set_xticks(range(len(CLASSES)), CLASSES)
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def confusion_matrix(values: dict[str, float]) -> np.ndarray:
+    """``(K, K)`` from the ``confusion_<true>_<predicted>`` entries of a classification result."""
+    return np.array([[values[f"confusion_{t}_{p}"] for p in CLASSES] for t in CLASSES])
+
+
+def write_seed_plots(plot_dir: Path, results: dict, *, scores, masses, logits, real, generated, rows) -> None:
+    """Confusion matrix, ROC per score, score distributions, QCD mass after cuts per score, generated jets
+    per class, training curves."""
+    if "classification" in results:
+        plot_confusion_matrix(confusion_matrix(results["classification"]), plot_dir / "confusion.png",
+                              title=f"{results['variant']}, seed {results['seed']}")
+    curves = {}
+    for name in scores["qcd"]:
+        for signal in SIGNALS:
+            labels = np.r_[np.zeros(len(scores["qcd"][name])), np.ones(len(scores[signal][name]))]
+            curves[f"{signal}, {SCORE_LABELS[name][0]}"] = roc_curve(
+                labels, np.r_[scores["qcd"][name], scores[signal][name]])
+        plot_score_distributions({p: s[name] for p, s in scores.items()}, plot_dir / f"scores_{name}.png",
+                                 xlabel=SCORE_LABELS[name][0])
+        plot_mass_sculpting(masses["qcd"], scores["qcd"][name], plot_dir / f"mass_sculpting_{name}.png")
+    plot_roc_curves(curves, plot_dir / "roc.png")
+    probs = {p: np.exp(g - g.max(axis=1, keepdims=True)) for p, g in logits.items()}
+    plot_score_distributions({p: v[:, 0] / v.sum(axis=1) for p, v in probs.items()}, plot_dir / "p_qcd.png",
+                             xlabel="p(QCD | x)")
+    for name, (gen_p4, gen_mask) in generated.items():
+        plot_observable_histograms(jet_observables(*real[name]), jet_observables(gen_p4, gen_mask),
+                                   plot_dir / f"generated_{name}.png", names=(f"Pythia {name}", "EBM-CLF chains"))
+    train_rows = [r for r in rows if "event" not in r]
+    if train_rows:
+        plot_training_curves(train_rows, plot_dir / "training.png",
+                             keys=("loss", "cd", "ce", "accuracy", "e_pos", "e_neg", "gap", "grad_norm"))
+
+
+def _seed_lines(flat: dict[str, float]) -> list[str]:
+    lines = ["| quantity | value |", "| --- | ---: |"]
+    lines += [f"| {key} | {_fmt(value)} |" for key, value in sorted(flat.items())
+              if not key.startswith("confusion") and "random_jsd" not in key]
+    return lines
+
+
+def write_seed_report(run_dir: Path, results: dict, **plot_inputs) -> None:
+    """``plots/*.png`` and ``report.md`` of one seed."""
+    rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    write_seed_plots(run_dir / "plots", results, rows=rows, **plot_inputs)
+    lines = [f"# EBM-CLF, variant {results['variant']}, seed {results['seed']} (step {results['step']})", ""]
+    lines += _seed_lines(flatten(results))
+    lines += ["", "Plots: " + ", ".join(f"[{p.stem}](plots/{p.name})" for p in sorted((run_dir / "plots").glob("*.png")))]
+    _atomic_write(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def write_summary(out_dir: Path, config, per_seed: list[dict], *, record: dict | None = None,
+                  seed_dirs: list[Path] | None = None) -> dict:
+    """Mean ± std over seeds (sample std) of every number: ``summary.json`` and ``report.md``."""
+    flats = [{k: v for k, v in flatten(r).items() if k not in ("seed", "step")} for r in per_seed]
+    keys = sorted(set.intersection(*(set(f) for f in flats)))
+    stats = summarise_over_seeds([{k: f[k] for k in keys} for f in flats], ddof=1 if len(flats) > 1 else 0)
+    summary = {"variant": per_seed[0]["variant"], "num_seeds": len(per_seed), "seeds": [r["seed"] for r in per_seed],
+               "steps": [r["step"] for r in per_seed],
+               "mean": {k: float(s.value) for k, s in stats.items()}, "std": {k: float(s.error) for k, s in stats.items()},
+               "config": dataclasses.asdict(config)}
+    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2, default=list))
+    lines = [f"# EBM-CLF: preset `{config.name}`, variant `{summary['variant']}`, {len(per_seed)} seed(s)", "",
+             _setup_line(config), "", "| quantity | mean ± std |", "| --- | ---: |"]
+    lines += [f"| {k} | {_fmt(summary['mean'][k])} ± {_fmt(summary['std'][k])} |" for k in keys
+              if "random_jsd" not in k]
+    seed_dirs = seed_dirs or [out_dir / f"seed_{s}" for s in summary["seeds"]]
+    lines += ["", "## Provenance", ""] + provenance_lines(record)
+    lines += ["", "Per-seed reports: " + ", ".join(f"[seed {s}]({os.path.relpath(d / 'report.md', out_dir)})"
+                                                   for s, d in zip(summary["seeds"], seed_dirs))]
+    _atomic_write(out_dir / "report.md", "\n".join(lines) + "\n")
+    return summary
+
+
+def write_report(out_dir: Path, config, per_seed: list[dict], *, record: dict | None = None,
+                 seed_dirs: list[Path]) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_summary(out_dir, config, per_seed, record=record, seed_dirs=seed_dirs)
+
+
+def _setup_line(config) -> str:
+    m, cd, data = config.model, config.cd, config.data
+    return (f"Model: {m.num_layers} x {m.d_model} transformer, {m.num_heads} heads, ff {m.ff_dim}, {m.num_classes} "
+            f"logits; {config.run.num_steps} iterations of batch {cd.batch_size}, K = {cd.num_langevin_steps} "
+            f"Langevin steps (cd_weight {cd.cd_weight:g}, κ = {cd.classifier_weight:g}, class-conditional chains "
+            f"{'on' if cd.class_conditional else 'off'}); {data.num_train_jets} training jets per class "
+            f"(QCD / W / top, R = {data.jet_radius}), {data.num_test_jets} test jets per class.")
+
+
+def _cell(summary: dict | None, key: str) -> str:
+    if summary is None or key not in summary["mean"]:
+        return ""
+    std = summary["std"][key] if summary["num_seeds"] > 1 else float("nan")
+    return f"{summary['mean'][key]:.3f}" + (f" ± {std:.3f}" if np.isfinite(std) else "")
+
+
+def comparison_checks(summaries: dict[str, dict]) -> list[tuple[str, str, str]]:
+    """The CPU preset's checks on the means: ``(check, measured, "met" / "not met" / "not run")``."""
+    mean = {v: s["mean"] for v, s in summaries.items()}
+
+    def status(needed, condition) -> str:
+        return "not run" if not all(v in mean for v in needed) else ("met" if condition() else "not met")
+
+    rows = [("κ = 1 top-1 accuracy within 0.03 of the supervised baseline",
+             " vs ".join(f"{mean[v]['classification.top1']:.3f}" for v in ("kappa1", "baseline") if v in mean),
+             status(("kappa1", "baseline"), lambda: mean["kappa1"]["classification.top1"]
+                    >= mean["baseline"]["classification.top1"] - 0.03)),
+            ("hybrid (κ = 1) E(x) AUC for H not below the plain EBM's (same jets, iterations, backbone)",
+             " vs ".join(f"{mean[v]['anomaly_energy.auc_h_hh_4b']:.3f}" for v in ("kappa1", "ebm") if v in mean),
+             status(("kappa1", "ebm"), lambda: mean["kappa1"]["anomaly_energy.auc_h_hh_4b"]
+                    >= mean["ebm"]["anomaly_energy.auc_h_hh_4b"])),
+            ("top-1 accuracy ordered κ = 1 > 0.5 > 0.1 (paper's Table 6)",
+             " > ".join(f"{mean[v]['classification.top1']:.3f}" for v in ("kappa1", "kappa0.5", "kappa0.1")
+                        if v in mean),
+             status(("kappa1", "kappa0.5", "kappa0.1"), lambda: mean["kappa1"]["classification.top1"]
+                    > mean["kappa0.5"]["classification.top1"] > mean["kappa0.1"]["classification.top1"]))]
+    return rows
+
+
+def _table6(summaries: dict[str, dict]) -> list[str]:
+    lines = ["## Table 6 layout: QCD / W / top classification", "",
+             "| model | seeds | top-1 | top-2 | paper top-1 | paper top-2 (paper model) |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for variant in VARIANT_ORDER:
+        s = summaries.get(variant)
+        if s is None or "classification.top1" not in s["mean"]:
+            continue
+        paper = PAPER_TABLE6.get(variant)
+        lines.append(f"| {VARIANT_LABELS[variant]} | {s['num_seeds']} | {_cell(s, 'classification.top1')} | "
+                     f"{_cell(s, 'classification.top2')} | {paper[0] if paper else ''} | "
+                     f"{f'{paper[1]} ({paper[2]})' if paper else ''} |")
+    lines += ["", "Confusion matrices (mean over seeds; rows: true class, columns: predicted):", ""]
+    for variant in VARIANT_ORDER:
+        s = summaries.get(variant)
+        if s is not None and "classification.top1" in s["mean"]:
+            lines.append(f"- {VARIANT_LABELS[variant]}: ![confusion {variant}](confusion_{variant}.png)")
+    return lines
+
+
+def _table3(summaries: dict[str, dict]) -> list[str]:
+    lines = ["## Table 3 layout: anomaly detection against QCD (AUC, 1/eps_B at eps_S = 0.2)", "",
+             "| model | score | group (the paper's) | AUC top | AUC H | 1/eps_B top | 1/eps_B H | QCD mass JSD after cut keeping 10% "
+             "(random-subset q95) | paper AUC top | paper AUC H |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for variant in VARIANT_ORDER:
+        s = summaries.get(variant)
+        if s is None:
+            continue
+        for score, (label, group) in SCORE_LABELS.items():
+            key = f"anomaly_{score}"
+            if f"{key}.auc_top" not in s["mean"] or (variant == "ebm" and group != "mass-decorrelated"):
+                continue  # the plain EBM's logits were never trained to classify
+            paper = PAPER_TABLE3.get((variant, score), ("", ""))
+            sculpt = f"{_cell(s, key + '.sculpt_jsd_keep0.1')} ({_cell(s, key + '.sculpt_random_jsd_q95_keep0.1')})"
+            lines.append(f"| {VARIANT_LABELS[variant]} | {label} | {group} | {_cell(s, key + '.auc_top')} | "
+                         f"{_cell(s, key + '.auc_h_hh_4b')} | {_cell(s, key + '.inv_eps_b_top')} | "
+                         f"{_cell(s, key + '.inv_eps_b_h_hh_4b')} | {sculpt} | {paper[0]} | {paper[1]} |")
+    return lines
+
+
+def _generation_table(summaries: dict[str, dict]) -> list[str]:
+    lines = ["## Generated jets per class (class-conditional chains on E(x, y); textbook JSD, 50 bins)", "",
+             "| model | class | JSD(pT) | JSD(M) | JSD(M/pT) | W1(M) [GeV] |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for variant in VARIANT_ORDER:
+        s = summaries.get(variant)
+        if s is None:
+            continue
+        for name in (*CLASSES, "all"):
+            key = f"generated_{name}"
+            if f"{key}.jsd_pt" in s["mean"]:
+                lines.append(f"| {VARIANT_LABELS[variant]} | {name} | {_cell(s, key + '.jsd_pt')} | "
+                             f"{_cell(s, key + '.jsd_mass')} | {_cell(s, key + '.jsd_m_over_pt')} | "
+                             f"{_cell(s, key + '.w1_mass')} |")
+    return lines
+
+
+def write_comparison(run_dirs: dict[str, Path], out_dir: Path, *, notes: list[str] = ()) -> dict:
+    """Tables 6 and 3 (and generation per class) over the variants' runs ``{variant: run dir}`` (each with a
+    ``summary.json``) into ``out_dir/comparison.{md,json}``, with the confusion matrices as PNG and the checks."""
+    summaries = {v: json.loads((d / "summary.json").read_text()) for v, d in run_dirs.items()
+                 if (d / "summary.json").is_file()}
+    if not summaries:
+        raise FileNotFoundError(f"no summary.json under {', '.join(map(str, run_dirs.values()))}")
+    for variant, s in summaries.items():
+        if "classification.top1" in s["mean"]:
+            plot_confusion_matrix(confusion_matrix({k.removeprefix("classification."): v for k, v in s["mean"].items()
+                                                    if k.startswith("classification.")}),
+                                  out_dir / f"confusion_{variant}.png", title=VARIANT_LABELS[variant])
+    any_config = next(iter(summaries.values()))["config"]
+    checks = comparison_checks(summaries)
+    lines = ["# EBM-CLF against the supervised baseline and the plain EBM", "",
+             f"Preset `{any_config['name']}`. " + ", ".join(
+                 f"{v}: {s['num_seeds']} seed(s), {s['steps'][0]} iterations" for v, s in summaries.items()) + ".",
+             *notes, "", *_table6(summaries), "", *_table3(summaries), "", *_generation_table(summaries), "",
+             "## Checks of the CPU preset (means over seeds)", "", "| check | measured | status |", "| --- | --- | --- |",
+             *[f"| {c} | {m} | {s} |" for c, m, s in checks]]
+    _atomic_write(out_dir / "comparison.md", "\n".join(lines) + "\n")
+    _atomic_write(out_dir / "comparison.json", json.dumps(
+        {"checks": [{"check": c, "measured": m, "status": s} for c, m, s in checks],
+         "summaries": {v: {k: s[k] for k in ("num_seeds", "seeds", "steps", "mean", "std")} for v, s in summaries.items()}},
+        indent=2))
+    return summaries
