@@ -53,6 +53,7 @@ import numpy as np
 import pythia8mc
 from tqdm import tqdm
 
+from jaxebm.data.hidden_valley import DARK_QUARK, hidden_valley_settings
 from jaxebm.data.io import JetSample, write_jets
 
 __all__ = [
@@ -114,6 +115,28 @@ PROCESSES: dict[str, ProcessCard] = {
              "25:m0 = 80", "25:onMode = off", "25:onIfMatch = 5 -5"),
             match_pdg_ids=(35,),
             description="heavy Higgs H (174 GeV) -> h h (80 GeV) -> 4b; the jet holds the H and its four b",
+        ),
+        ProcessCard(
+            "dark",
+            hidden_valley_settings(),
+            match_pdg_ids=(DARK_QUARK,),
+            description="semi-visible dark jets, Hidden Valley Z'(2 TeV) -> q_d q_d-bar, 'Aachen' benchmark "
+                        "(r_inv 0.75, m_pi_d 4, m_rho_d 5 GeV; variants: extra settings from "
+                        "jaxebm.data.hidden_valley); the jet lies within R of a dark quark",
+        ),
+        ProcessCard(
+            "jetnet_g",
+            ("HardQCD:gg2gg = on", "HardQCD:qqbar2gg = on"),
+            match_pdg_ids=(21,),
+            description="JetNet-like gluon jets (jaxebm.data.jetnet_like): gg -> gg, qqbar -> gg; the jet "
+                        "lies within R of an outgoing gluon",
+        ),
+        ProcessCard(
+            "jetnet_q",
+            ("HardQCD:qg2qg = on", "HardQCD:qq2qq = on", "HardQCD:qqbar2qqbarNew = on", "HardQCD:nQuarkNew = 3"),
+            match_pdg_ids=(1, 2, 3),
+            description="JetNet-like light-quark jets (jaxebm.data.jetnet_like): qg -> qg, qq -> qq, "
+                        "qqbar -> q'qbar'; the jet lies within R of an outgoing u, d or s quark",
         ),
     )
 }

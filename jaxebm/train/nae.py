@@ -59,7 +59,7 @@ from jaxebm.sampling.langevin import LangevinConfig
 from jaxebm.sampling.schedules import InverseTime
 
 __all__ = ["PUBLIC_CODE", "NAEConfig", "NAEState", "NegativeSamples", "create_state", "start_nae_phase",
-           "make_ae_step", "make_nae_step", "energy_fn", "latent_energy_fn", "sample_negatives"]
+           "make_ae_step", "make_nae_step", "energy_fn", "latent_energy_fn", "sample_negatives", "latent_chain_paths"]
 
 ANNEALING = ("none", "inverse_time")
 PENALTY_TARGETS = ("positive", "negative", "both")
@@ -183,7 +183,7 @@ def _chain_config(step_size: float, noise, metropolis: bool, mh_temperature: flo
 class NAEState:
     """Everything a resumed NAE run needs (a pytree; no static fields).
 
-    step: int32 scalar, step calls in the current phase. params: the 'params' collection.
+    step: int32 scalar, step calls so far (AE phase, then NAE phase). params: the 'params' collection.
     spectral: the other collections of `model.init` (spectral norm's ``batch_stats``: vectors ``u``
       and estimates ``sigma``), ``{}`` without spectral norm. opt_state: optax state of the phase's
       optimiser. buffer: latent replay buffer, samples ``(buffer_size, D_z)`` on the sphere.
@@ -236,9 +236,9 @@ def create_state(key, model: nn.Module, config: NAEConfig, example_images: jax.A
 
 
 def start_nae_phase(state: NAEState, config: NAEConfig) -> NAEState:
-    """The pre-trained state with a fresh Adam(``lr``) and the step count and lr scale reset."""
-    return state.replace(step=jnp.zeros((), jnp.int32), opt_state=_optimizer(config, config.lr).init(state.params),
-                         lr_scale=jnp.ones((), jnp.float32))
+    """The pre-trained state with a fresh Adam(``lr``) and the lr scale reset to 1. The step count
+    goes on (one checkpoint sequence over both phases); applying it twice gives the same state."""
+    return state.replace(opt_state=_optimizer(config, config.lr).init(state.params), lr_scale=jnp.ones((), jnp.float32))
 
 
 def energy_fn(model: nn.Module, params, spectral, temperature: float = 1.0) -> Callable:
@@ -276,6 +276,26 @@ def sample_negatives(key, model: nn.Module, config: NAEConfig, state: NAEState):
     return jax.tree.map(jax.lax.stop_gradient, samples), (z_info, x_info)
 
 
+def latent_chain_paths(key, model: nn.Module, config: NAEConfig, state: NAEState, z_start: jax.Array) -> jax.Array:
+    """Positions ``(z_num_steps + 1, B, D_z)`` of latent chains from ``z_start (B, D_z)`` with the
+    training chain's kernel (for plots of the latent landscape); the first row is ``z_start``."""
+    h_fn = latent_energy_fn(model, state.params, state.spectral, config.temperature)
+    chain_config = config.latent_chain_config
+    if config.z_metropolis:
+        chain_state = sphere.init(sphere.project(z_start), h_fn)
+        step_fn = lambda k, s: sphere.step(k, s, h_fn, chain_config)  # noqa: E731
+    else:
+        chain_state = langevin.init(z_start)
+        step_fn = lambda k, s: langevin.step(k, s, h_fn, chain_config, project_fn=sphere.project)  # noqa: E731
+
+    def body(chain_state, step_key):
+        chain_state, _ = step_fn(step_key, chain_state)
+        return chain_state, chain_state.position
+
+    _, positions = jax.lax.scan(body, chain_state, jax.random.split(key, config.z_num_steps))
+    return jnp.concatenate([z_start[None], positions])
+
+
 def _energies_updating(model: nn.Module, params, spectral, x: jax.Array):
     """Energies ``(B,)`` of ``x`` with the power iteration advanced once: ``(energies, new spectral)``."""
     energies, updated = model.apply({"params": params, **spectral}, x, update_stats=True, method="energy",
@@ -301,9 +321,11 @@ def _nae_loss(params, model: nn.Module, config: NAEConfig, spectral, x_pos, x_ne
 
 
 def _ae_loss(params, model: nn.Module, spectral, x):
+    """Mean MSE. Phase 1 has no negatives: ``e_neg`` repeats ``e_pos`` and ``gap`` is 0, so the
+    health monitor's energy checks read the data energy only."""
     energies, new_spectral = _energies_updating(model, params, spectral, x)
     loss = jnp.mean(energies)
-    return loss, (new_spectral, {"e_pos": loss})
+    return loss, (new_spectral, {"e_pos": loss, "e_neg": loss, "gap": jnp.zeros_like(loss)})
 
 
 def _apply_update(state: NAEState, optimizer, loss, grads, new_spectral, new_buffer=None):
@@ -330,7 +352,8 @@ def _check_images_shape(images: jax.Array, model: nn.Module, batch_size: int) ->
 
 def make_ae_step(model: nn.Module, config: NAEConfig) -> Callable:
     """Jitted phase-1 step ``step(state, images (ae_batch_size, P, P)) -> (state, metrics)``
-    (donates ``state``). Metrics: loss (= e_pos, the mean MSE), grad_norm, lr_scale, is_finite."""
+    (donates ``state``). Metrics: loss (= e_pos, the mean MSE; e_neg = e_pos, gap = 0), grad_norm,
+    lr_scale, is_finite."""
     optimizer = _optimizer(config, config.ae_lr)
 
     def step(state: NAEState, images):

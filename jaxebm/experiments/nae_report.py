@@ -1,0 +1,337 @@
+"""Plots and reports of the NAE experiment (`jaxebm.experiments.nae`): per seed (energies, ROC, latent
+landscape on the sphere, average images, training curves), per run (mean +- std over seeds next to the
+paper), and the combined table of both directions and the dark-jet scan (`write_combined`)."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+from jaxebm.metrics.tagging import roc_curve
+from jaxebm.plots import _save as save_figure
+from jaxebm.plots import plot_average_images, plot_roc_curves, plot_score_distributions, plot_training_curves
+from jaxebm.train import nae
+from jaxebm.train.monitor import read_metrics
+
+__all__ = ["PAPER", "in_batches", "jitted", "latent_map", "plot_training", "sphere_frame", "write_combined",
+           "write_seed_report", "write_summary"]
+
+# The paper's numbers (seed 002 Fig. 4 table and text; dissertation Table 5.11 for the Aachen dark jets,
+# 5 runs): {direction: {"ae"/"nae": (AUC, 1/eps_B at eps_S = 0.2)}}; None where the paper gives none.
+PAPER = {
+    "tag_top": {"ae": (0.875, 68.0), "nae": (0.914, 80.0)},
+    "tag_qcd": {"ae": (0.579, 12.0), "nae": (0.89, 350.0)},
+}
+PAPER_DARK = {0.5: (0.68, 15.0), 0.3: (0.746, 38.0), 0.2: (0.75, 33.0), 0.1: (0.767, 41.0), 0.01: (0.755, 41.0)}
+ROLE_LABELS = {"tag_top": ("QCD (train)", "top"), "tag_qcd": ("top (train)", "QCD"),
+               "tag_dark": ("QCD (train)", "dark (Aachen)")}
+MAP_SHAPE = (36, 72)  # latitude x longitude cells of the equirectangular map
+
+
+@functools.lru_cache(maxsize=8)
+def jitted(model, config: nae.NAEConfig) -> SimpleNamespace:
+    """Jitted functions of one model and NAE config, compiled once per process: ``energy(variables, x)``,
+    ``encode``, ``reconstruct``, ``latent_energy(variables, z)``, ``negatives(key, state)`` (the
+    training chains' ``NegativeSamples``) and ``paths(key, state, z_start)``."""
+    return SimpleNamespace(
+        energy=jax.jit(lambda v, x: model.apply(v, x, method="energy")),
+        encode=jax.jit(lambda v, x: model.apply(v, x, method="encode")),
+        reconstruct=jax.jit(lambda v, x: model.apply(v, x)),
+        latent_energy=jax.jit(lambda v, z: model.apply(v, z, method="latent_energy")),
+        negatives=jax.jit(lambda key, state: nae.sample_negatives(key, model, config, state)[0]),
+        paths=jax.jit(lambda key, state, z: nae.latent_chain_paths(key, model, config, state, z)))
+
+
+def in_batches(fn, variables, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """``fn(variables, x)`` over ``x`` in batches of ``batch_size`` (the last one zero-padded, so one
+    compiled shape serves every call)."""
+    out = []
+    for start in range(0, len(x), batch_size):
+        chunk = np.asarray(x[start:start + batch_size])
+        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        out.append(np.asarray(fn(variables, padded))[: len(chunk)])
+    return np.concatenate(out)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temp.write_text(text)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------- latent map
+
+
+def sphere_frame(latents: np.ndarray) -> np.ndarray:
+    """Orthonormal frame ``(3, 3)`` (rows e1, e2, e3) whose e1 is the mean direction of ``latents (n, 3)``:
+    the map's centre (longitude 0, latitude 0) sits where most jets are, as in the paper's Fig. 2."""
+    centre = np.mean(latents, axis=0)
+    centre = centre / max(np.linalg.norm(centre), 1e-12) if np.linalg.norm(centre) > 1e-6 else np.eye(3)[0]
+    helper = np.eye(3)[int(np.argmin(np.abs(centre)))]
+    e2 = np.cross(centre, helper)
+    e2 /= np.linalg.norm(e2)
+    return np.stack([centre, e2, np.cross(centre, e2)])
+
+
+def to_lon_lat(z: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude and latitude (radians) of unit vectors ``z (..., 3)`` in ``frame``."""
+    local = np.asarray(z) @ frame.T
+    return np.arctan2(local[..., 1], local[..., 0]), np.arcsin(np.clip(local[..., 2], -1.0, 1.0))
+
+
+def _grid_points(frame: np.ndarray) -> np.ndarray:
+    """Cell centres of the map as unit vectors ``(num_lat * num_lon, 3)``."""
+    num_lat, num_lon = MAP_SHAPE
+    lat = (np.arange(num_lat) + 0.5) / num_lat * np.pi - np.pi / 2
+    lon = (np.arange(num_lon) + 0.5) / num_lon * 2 * np.pi - np.pi
+    lon, lat = np.meshgrid(lon, lat)
+    local = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1).reshape(-1, 3)
+    return (local @ frame).astype(np.float32)
+
+
+def latent_map(model, config: nae.NAEConfig, state: nae.NAEState, background_latents: np.ndarray, *, seed: int,
+               num_chains: int = 12) -> dict[str, np.ndarray]:
+    """The latent landscape of ``state`` (D_z = 3 only; ``{}`` otherwise): ``map_frame (3, 3)``,
+    ``map_energy`` (H(z) on the `MAP_SHAPE` grid) and ``map_paths (z_num_steps + 1, num_chains, 3)``,
+    latent chains from buffer entries with the training kernel."""
+    if model.config.latent_dim != 3:
+        return {}
+    frame = sphere_frame(background_latents)
+    fns = jitted(model, config)
+    values = in_batches(fns.latent_energy, {"params": state.params, **state.spectral}, _grid_points(frame))
+    starts = jnp.asarray(np.asarray(state.buffer.samples)[:num_chains])
+    paths = fns.paths(jax.random.key(seed + 777), state, starts)
+    return {"map_frame": frame, "map_energy": values.reshape(MAP_SHAPE), "map_paths": np.asarray(paths)}
+
+
+def plot_latent_map(maps: dict[str, dict], latents: dict[str, dict[str, np.ndarray]], labels: tuple[str, str],
+                    path: Path, num_points: int = 400) -> Path:
+    """Equirectangular maps of log10 H(z), one panel per stage (``{stage: latent_map output}``), with the
+    latent chain paths (white) and encoded test jets of both classes (``latents[stage][role]``)."""
+    fig = Figure(figsize=(6.2 * len(maps), 3.6), layout="constrained")
+    for i, (stage, stage_map) in enumerate(maps.items()):
+        ax = fig.add_subplot(1, len(maps), i + 1)
+        frame = stage_map["map_frame"]
+        image = ax.imshow(np.log10(np.maximum(stage_map["map_energy"], 1e-12)), origin="lower", cmap="viridis",
+                          extent=(-180, 180, -90, 90), aspect="auto")
+        fig.colorbar(image, ax=ax, label=r"$\log_{10} H(z)$")
+        for role, colour, label in (("background", "tab:blue", labels[0]), ("signal", "tab:orange", labels[1])):
+            lon, lat = to_lon_lat(latents[stage][role][:num_points], frame)
+            ax.scatter(np.degrees(lon), np.degrees(lat), s=3, c=colour, label=label, alpha=0.7)
+        lon, lat = np.degrees(to_lon_lat(stage_map["map_paths"], frame))
+        for chain in range(lon.shape[1]):
+            wraps = np.r_[False, np.abs(np.diff(lon[:, chain])) > 180]  # a path crossing the map's edge
+            ax.plot(np.where(wraps, np.nan, lon[:, chain]), lat[:, chain], "w-", lw=0.7, alpha=0.8)
+            ax.plot(lon[-1, chain], lat[-1, chain], "wx", ms=4)
+        ax.set_xlim(-180, 180)
+        ax.set_ylim(-90, 90)
+        ax.set_xlabel("longitude [deg]")
+        ax.set_ylabel("latitude [deg]")
+        ax.set_title(stage)
+        ax.legend(loc="lower left", fontsize="x-small", markerscale=3)
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- per seed
+
+
+def write_seed_report(seed_dir: Path, config, results: dict, trained, tests: dict, energies: dict) -> None:
+    """Plots under ``seed_dir/plots`` and ``seed_dir/report.md``."""
+    plots = seed_dir / "plots"
+    labels = ROLE_LABELS[config.data.direction]
+    phase1 = trained.phase1
+    model, state = trained.model, trained.state
+    for stage, stage_energies in (("ae", {r: phase1[f"energy_{r}"] for r in ("background", "signal")}),
+                                  ("nae", energies)):
+        plot_score_distributions({labels[0]: np.log10(stage_energies["background"]),
+                                  labels[1]: np.log10(stage_energies["signal"])},
+                                 plots / f"energy_{stage}.png", xlabel=rf"$\log_{{10}} E$ ({stage.upper()})")
+    signal_labels = np.r_[np.zeros(len(energies["background"])), np.ones(len(energies["signal"]))]
+    plot_roc_curves({f"AE (AUC {results['ae']['auc']:.3f})": roc_curve(
+                         signal_labels, np.r_[phase1["energy_background"], phase1["energy_signal"]]),
+                     f"NAE (AUC {results['nae']['auc']:.3f})": roc_curve(
+                         signal_labels, np.r_[energies["background"], energies["signal"]])}, plots / "roc.png")
+    variables = {"params": state.params, **state.spectral}
+    num = config.run.num_plot_images
+    fns = jitted(model, trained.nae_config)
+    latents_nae = {r: in_batches(fns.encode, variables, x) for r, x in tests.items()}
+    if model.config.latent_dim == 3:
+        nae_map = latent_map(model, trained.nae_config, state, latents_nae["background"], seed=int(results["seed"]))
+        ae_map = {key: phase1[key] for key in ("map_frame", "map_energy", "map_paths")}
+        latents_ae = {r: phase1[f"latent_{r}"] for r in ("background", "signal")}
+        plot_latent_map({"after AE pre-training": ae_map, "after NAE training": nae_map},
+                        {"after AE pre-training": latents_ae, "after NAE training": latents_nae}, labels,
+                        plots / "latent_landscape.png")
+    negatives = fns.negatives(jax.random.key(int(results["seed"]) + 99), state)
+    plot_average_images({
+        f"{labels[0]} input": tests["background"][:num],
+        f"{labels[0]} NAE reconstruction": in_batches(fns.reconstruct, variables, tests["background"][:num]),
+        f"{labels[1]} input": tests["signal"][:num],
+        f"{labels[1]} NAE reconstruction": in_batches(fns.reconstruct, variables, tests["signal"][:num]),
+        f"{labels[0]} AE reconstruction": phase1["recon_mean_background"][None],
+        "NAE negative samples": np.asarray(negatives.x_end)}, plots / "images.png")
+    plot_training(seed_dir, config.run.ae_steps)
+    lines = [f"# NAE seed {results['seed']}: {config.data.direction} (pT^{config.data.pt_power:g})", "",
+             "| model | AUC | 1/eps_B(eps_S = 0.2) |", "|---|---|---|"]
+    for stage in ("ae", "nae"):
+        lines.append(f"| {stage.upper()} | {results[stage]['auc']:.4f} | {results[stage]['inv_eps_b_0.2']:.1f} |")
+    lines += ["", f"Selected NAE checkpoint: step {results['selected_step']} (AE phase: {results['ae_steps']} "
+                  f"iterations, total {results['num_steps']}); training time {results['timing']['train_seconds']} s.",
+              "", "Plots: " + ", ".join(f"plots/{p.name}" for p in sorted(plots.glob("*.png")))]
+    _atomic_write_text(seed_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def plot_training(seed_dir: Path, ae_steps: int) -> Path:
+    """``plots/training.png``: log10 of the positive (data) and negative (chain) energies, the loss, chain
+    acceptances and the parameter-gradient norm against the step; negatives from the NAE phase only
+    (``ae_steps`` on)."""
+    rows = []
+    for row in read_metrics(seed_dir / "metrics.jsonl"):
+        if "event" in row or "e_pos" not in row:
+            continue
+        is_nae = row["step"] > ae_steps
+        logs = {"log10 E(x+)": np.log10(row["e_pos"])}
+        if is_nae and row["e_neg"] > 0:
+            logs["log10 E(x-)"] = np.log10(row["e_neg"])
+        rows.append({**row, **logs, "loss": row["loss"]})
+    keys = ["log10 E(x+)", "log10 E(x-)", "loss", "z_acceptance", "x_acceptance", "grad_norm"]
+    return plot_training_curves(rows, seed_dir / "plots" / "training.png",
+                                keys=[k for k in keys if any(k in row for row in rows)])
+
+
+# ---------------------------------------------------------------------------------------------- per run
+
+
+def _mean_std(values) -> list[float]:
+    """``[mean, sample std]``; the std is NaN for one value or when a value is infinite."""
+    values = np.asarray(values, np.float64)
+    is_spread = len(values) > 1 and np.all(np.isfinite(values))
+    return [float(values.mean()), float(values.std(ddof=1)) if is_spread else float("nan")]
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    """Mean and std over seeds of each stage's AUC and 1/eps_B(0.2), and of the training time."""
+    summary = {stage: {key: _mean_std([r[stage][key] for r in per_seed]) for key in ("auc", "inv_eps_b_0.2")}
+               for stage in ("ae", "nae")}
+    summary["train_seconds"] = _mean_std([r["timing"]["train_seconds"] for r in per_seed])
+    summary["seeds"] = [r["seed"] for r in per_seed]
+    return summary
+
+
+def _paper_for(direction: str, pt_power: float) -> dict:
+    if direction == "tag_dark":
+        paper = PAPER_DARK.get(round(pt_power, 4))
+        return {"ae": None, "nae": paper}
+    return PAPER[direction]
+
+
+def _format(values: list[float], digits: int, num_background: int | None = None) -> str:
+    """``mean ± std``; an infinite rejection (no background jet passes the cut in some seed) reads
+    ``> N`` with N the number of background test jets, the resolution of the measurement."""
+    mean, std = values
+    if np.isinf(mean) and num_background is not None:
+        return f"> {num_background}"
+    return f"{mean:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def write_summary(out_dir: Path, config, per_seed: list[dict], *, record=None, seed_dirs=()) -> dict:
+    """``summary.json`` and ``report.md`` of a run (one direction / pT power, all seeds)."""
+    summary = {"direction": config.data.direction, "pt_power": config.data.pt_power, "preset": config.name,
+               "num_test": config.data.num_test,
+               **summarise(per_seed), "paper": _paper_for(config.data.direction, config.data.pt_power),
+               "per_seed": per_seed}
+    _atomic_write_text(Path(out_dir) / "summary.json", json.dumps(summary, indent=2))
+    paper = summary["paper"]
+    lines = [f"# NAE {config.data.direction}, pT^{config.data.pt_power:g}, preset {config.name}, "
+             f"seeds {summary['seeds']}", "", "| model | AUC | 1/eps_B(0.2) | paper AUC | paper 1/eps_B |",
+             "|---|---|---|---|---|"]
+    for stage in ("ae", "nae"):
+        ref = paper.get(stage)
+        lines.append(f"| {stage.upper()} | {_format(summary[stage]['auc'], 3)} | "
+                     f"{_format(summary[stage]['inv_eps_b_0.2'], 1, config.data.num_test)} | "
+                     f"{ref[0] if ref else '-'} | "
+                     f"{ref[1] if ref else '-'} |")
+    lines += ["", f"Training time per seed: {_format(summary['train_seconds'], 0)} s."]
+    _atomic_write_text(Path(out_dir) / "report.md", "\n".join(lines) + "\n")
+    return {**summary, "mean": {s: summary[s] for s in ("ae", "nae")}}
+
+
+# ---------------------------------------------------------------------------------------------- combined
+
+
+def write_combined(run_dirs: dict[str, Path], out_dir: Path, *, data_summaries: dict | None = None,
+                   notes: list[str] = ()) -> dict:
+    """The results table of both directions and the dark-jet scan (``run_dirs``: label -> run directory
+    holding ``summary.json``), with seed 0's plots copied to ``out_dir/<label>/``."""
+    out_dir = Path(out_dir)
+    rows = {}
+    for label, run_dir in run_dirs.items():
+        path = Path(run_dir) / "summary.json"
+        if not path.exists():
+            continue
+        summary = json.loads(path.read_text())
+        rows[label] = {key: summary[key] for key in ("direction", "pt_power", "num_test", "ae", "nae", "train_seconds",
+                                                     "seeds", "paper")}
+        first = sorted(Path(run_dir).glob("seed_*/plots"))
+        if first:
+            target = out_dir / label
+            target.mkdir(parents=True, exist_ok=True)
+            for png in first[0].glob("*.png"):
+                shutil.copyfile(png, target / png.name)
+            shutil.copyfile(first[0].parent / "report.md", target / "seed_report.md")
+            for name in ("summary.json", "report.md"):
+                shutil.copyfile(Path(run_dir) / name, target / f"run_{name}")
+        data_path = Path(run_dir) / "data_summary.json"
+        if data_summaries is not None and data_path.exists():
+            data_summaries.update(json.loads(data_path.read_text()))
+    lines = ["## Top vs QCD, both directions", "",
+             "| direction | model | AUC | 1/eps_B(eps_S=0.2) | paper AUC | paper 1/eps_B | seeds | train s / seed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, row in rows.items():
+        if row["direction"] == "tag_dark":
+            continue
+        for stage in ("ae", "nae"):
+            ref = row["paper"].get(stage)
+            lines.append(f"| {label} | {stage.upper()} | {_format(row[stage]['auc'], 3)} | "
+                         f"{_format(row[stage]['inv_eps_b_0.2'], 1, row['num_test'])} | {ref[0] if ref else '-'} | "
+                         f"{ref[1] if ref else '-'} | {len(row['seeds'])} | {row['train_seconds'][0]:.0f} |")
+    dark = {label: row for label, row in rows.items() if row["direction"] == "tag_dark"}
+    if dark:
+        ordered = sorted(dark.values(), key=lambda r: -r["pt_power"])
+        lines += ["", "## Dark (Aachen) vs QCD, 150-300 GeV, NAE", "",
+                  "| n | " + " | ".join(f"{r['pt_power']:g}" for r in ordered) + " |",
+                  "|---|" + "---|" * len(ordered),
+                  "| AUC | " + " | ".join(_format(r["nae"]["auc"], 3) for r in ordered) + " |",
+                  "| 1/eps_B(0.2) | "
+                  + " | ".join(_format(r["nae"]["inv_eps_b_0.2"], 1, r["num_test"]) for r in ordered) + " |",
+                  "| AUC, plain AE | " + " | ".join(_format(r["ae"]["auc"], 3) for r in ordered) + " |",
+                  "| paper AUC (Aachen) | " + " | ".join(str((r["paper"]["nae"] or ["-"])[0]) for r in ordered) + " |",
+                  "| paper 1/eps_B(0.2) | " + " | ".join(str((r["paper"]["nae"] or ["-", "-"])[1]) for r in ordered)
+                  + " |",
+                  "| seeds | " + " | ".join(str(len(r["seeds"])) for r in ordered) + " |"]
+    if data_summaries:
+        lines += ["", "## Jet samples (Pythia 8, anti-kT R = 0.8; quantiles 16 / 50 / 84 %)", "",
+                  "| sample | jets | mass [GeV] | constituents | median pT [GeV] |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {d['num_jets']} | {' / '.join(f'{v:g}' for v in d['mass_q16_50_84'])} | "
+                  f"{' / '.join(f'{v:g}' for v in d['multiplicity_q16_50_84'])} | {d['pt_median']} |"
+                  for name, d in data_summaries.items()]
+    for note in notes:
+        lines += ["", note]
+    combined = {"rows": rows, "data": data_summaries or {}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out_dir / "results.json", json.dumps(combined, indent=2))
+    _atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+    return combined
