@@ -1,0 +1,437 @@
+"""JetNet-style benchmark: ConVAE, ConVAE + normalizing flow, NF only (Orzari et al. 2023, seed 004) and the
+project's EBM, trained on the same JetNet-like Pythia jets and measured with the JetNet metrics.
+
+Data: one JetNet-like sample of ``data.jet_type`` jets (`jaxebm.data.jetnet_like`: parton pT ~ 1 TeV,
+anti-kT R = 0.8, matched to the initiating parton), stored in the jaxebm schema (the runner's data file)
+and in the JetNet layout (``<data_dir>/jetnet_<type>.h5``, read back with `jaxebm.data.io.read_jetnet`);
+a fixed 70/15/15 train / validation / test split (the same for every seed).
+
+Models (each trained on the training split, all in one seed directory with its own checkpoints, resumed):
+
+- ``convae``: the generation-tuned ConVAE (paper Table 4 weights), z ~ N(0, 1) -> decoder.
+- ``convae_nf``: the reconstruction-tuned ConVAE (Table 5), then a RealNVP on its training latent means
+  (two steps); flow sample -> decoder.
+- ``nf``: a RealNVP on the flattened 3 x 30 scaled momenta.
+- ``ebm``: the masked transformer energy (`jaxebm.models.transformer`, `jaxebm.train.cd`, "mask" padding)
+  on the 30 particles in JetNet's coordinates ``(eta_rel, phi_rel, log pT_rel)``, standardised; jets drawn
+  with `jaxebm.inference.generate` (multiplicities from the training distribution).
+- ``truth``: as many training jets as there are test jets: the floor of every metric.
+
+Every sample (truth, test and generated) goes through one path to the metrics: four-vectors ->
+`jaxebm.metrics.jetnet.jetnet_features` (relative to the sum of the stored <= 30 particles). Metrics and
+report: `jaxebm.experiments.jetnet_bench_report`.
+
+    jaxebm train jetnet_bench --preset cpu
+    python -m experiments.jetnet_bench --preset smoke
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from jaxebm.config import ConfigError
+from jaxebm.data.generate import generate_jets
+from jaxebm.data.io import JetSample, jet_summary, massless_four_vectors, read_jetnet, read_jets
+from jaxebm.data.jetnet_like import JETNET_TYPES, generation_config, to_jetnet_arrays, write_jetnet
+from jaxebm.data.preprocess import Standardizer
+from jaxebm.experiments import jetnet_bench_report as report
+from jaxebm.inference import GenerationConfig, generate
+from jaxebm.models.convae import (
+    GENERATION, RECONSTRUCTION, ConVAE, ConVAEConfig, ConVAELoss, MinMaxScaler, jets_to_momenta,
+    momenta_to_constituents,
+)
+from jaxebm.models.flows import LATENT_FLOW, PARTICLE_FLOW, RealNVP, RealNVPConfig
+from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
+from jaxebm.runs import DataFile, Experiment, SeedJob
+from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn, multiplicity_distribution
+from jaxebm.train.checkpoint import Checkpointer
+from jaxebm.train.loop import LoopConfig, train_loop
+from jaxebm.train.state import create_train_state
+from jaxebm.train.vae import (
+    StageConfig, encode_means, fit, flatten_momenta, init_flow_state, init_vae_state, make_convae_sampler,
+    make_flow_step, make_particle_flow_sampler, make_vae_step,
+)
+
+__all__ = ["EXPERIMENT", "MODELS", "DataConfig", "ExperimentConfig", "Trained", "split_rows"]
+
+CONFIG_DIR = Path(__file__).parent / "configs" / "jetnet"
+MODELS = ("convae", "convae_nf", "nf", "ebm")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The JetNet-like sample: class, size, stored particles, split and generator seeding."""
+
+    data_dir: str = "runs/data/jetnet_like"
+    jet_type: str = "g"
+    num_jets: int = 177_000
+    num_particles: int = 30
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    generator_seed: int = 404
+    num_workers: int = 2
+
+    def __post_init__(self):
+        if self.jet_type not in ("g", "q", "t", "w"):
+            raise ValueError(f"data.jet_type must be one of g, q, t, w, got {self.jet_type!r}")
+        if len(self.split) != 3 or min(self.split) <= 0 or not np.isclose(sum(self.split), 1.0):
+            raise ValueError(f"data.split must be three positive fractions summing to 1, got {self.split}")
+        if min(self.num_jets, self.num_particles, self.num_workers) < 1:
+            raise ValueError("data.num_jets, data.num_particles and data.num_workers must be >= 1")
+
+
+@dataclass(frozen=True)
+class ConVAESection:
+    """One ConVAE: architecture, loss weights (paper Tables 4-5), training stage."""
+
+    model: ConVAEConfig = field(default_factory=lambda: GENERATION.model)
+    loss: ConVAELoss = field(default_factory=lambda: GENERATION.loss)
+    stage: StageConfig = field(default_factory=lambda: StageConfig(GENERATION.learning_rate, 100, 1500))
+
+
+@dataclass(frozen=True)
+class FlowSection:
+    """One RealNVP (its width follows the data: latent dimension or 3 x P) and its training stage."""
+
+    num_couplings: int = 55
+    hidden_sizes: tuple[int, ...] = (400, 350, 400, 400)
+    stage: StageConfig = field(default_factory=lambda: StageConfig(LATENT_FLOW.learning_rate, 100, 100))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """EBM length (CD iterations, the runner's ``num_steps``), logging, metric sizes, sample model."""
+
+    num_steps: int = 20_000
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    cov_num_batches: int = 10
+    cov_batch_size: int = 100
+    sample_model: str = "ebm"
+
+    def __post_init__(self):
+        if min(self.num_steps, self.log_every, self.checkpoint_every, self.cov_num_batches, self.cov_batch_size) < 1:
+            raise ValueError("run values must be >= 1")
+        if self.sample_model not in MODELS:
+            raise ValueError(f"run.sample_model must be one of {MODELS}, got {self.sample_model!r}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The benchmark: seeds, models, data, the three paper networks and the EBM."""
+
+    name: str = "paper"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    models: tuple[str, ...] = MODELS
+    data: DataConfig = field(default_factory=DataConfig)
+    convae_gen: ConVAESection = field(default_factory=ConVAESection)
+    convae_rec: ConVAESection = field(default_factory=lambda: ConVAESection(
+        RECONSTRUCTION.model, RECONSTRUCTION.loss, StageConfig(RECONSTRUCTION.learning_rate, 100, 1500)))
+    latent_flow: FlowSection = field(default_factory=FlowSection)
+    particle_flow: FlowSection = field(default_factory=lambda: FlowSection(
+        PARTICLE_FLOW.config.num_couplings, PARTICLE_FLOW.config.hidden_sizes,
+        StageConfig(PARTICLE_FLOW.learning_rate, 100, 100)))
+    ebm: TransformerConfig = field(default_factory=TransformerConfig)
+    cd: CDConfig = field(default_factory=lambda: CDConfig(padding_mode="mask"))
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must list at least one seed, each >= 0 and once, got {list(self.seeds)}")
+        unknown = set(self.models) - set(MODELS)
+        if not self.models or unknown:
+            raise ValueError(f"models must be a non-empty subset of {MODELS}, got {list(self.models)}")
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Refuse settings that cannot run, naming the key (`ConfigError`)."""
+    if config.cd.padding_mode != "mask":
+        raise ConfigError("cd.padding_mode must be 'mask': the EBM keeps JetNet's multiplicities by its mask")
+    if config.ebm.num_features != 3:
+        raise ConfigError(f"ebm.num_features must be 3 (eta_rel, phi_rel, log pT_rel), got {config.ebm.num_features}")
+    for name in ("convae_gen", "convae_rec"):
+        if getattr(config, name).model.num_particles != config.data.num_particles:
+            raise ConfigError(f"{name}.model.num_particles must equal data.num_particles ({config.data.num_particles})")
+    num_train = len(split_rows(config.data)[0])
+    batches = {"cd.batch_size": config.cd.batch_size, **{f"{s}.stage.batch_size": getattr(config, s).stage.batch_size
+               for s in ("convae_gen", "convae_rec", "latent_flow", "particle_flow")}}
+    for key, size in batches.items():
+        if size > num_train:
+            raise ConfigError(f"{key} ({size}) is larger than the {num_train} training jets")
+    try:
+        LoopConfig(num_steps=config.run.num_steps, log_every=config.run.log_every,
+                   checkpoint_every=config.run.checkpoint_every, iterations_per_call=config.cd.iterations_per_call)
+    except ValueError as error:
+        raise ConfigError(f"run / cd.iterations_per_call: {error}") from None
+
+
+def split_rows(config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed train / validation / test rows of the sample (a permutation seeded by the generator seed)."""
+    order = np.random.default_rng(config.generator_seed).permutation(config.num_jets)
+    num_train = int(round(config.split[0] * config.num_jets))
+    num_val = int(round(config.split[1] * config.num_jets))
+    return tuple(np.sort(rows) for rows in np.split(order, [num_train, num_train + num_val]))
+
+
+def _paths(config: DataConfig) -> tuple[Path, Path]:
+    root = Path(config.data_dir)
+    return root / f"pythia_{config.jet_type}.h5", root / f"jetnet_{config.jet_type}.h5"
+
+
+def data_files(config: ExperimentConfig) -> dict[str, DataFile]:
+    """The Pythia sample in the jaxebm schema (made when missing, with its JetNet-layout twin)."""
+    generation = generation_config(config.data.jet_type, num_jets=config.data.num_jets,
+                                   seed=config.data.generator_seed,
+                                   num_workers=min(config.data.num_workers, config.data.num_jets))
+    schema_path, jetnet_path = _paths(config.data)
+
+    def make(progress: bool) -> None:
+        print(f"generating {generation.num_jets} JetNet-like {config.data.jet_type} jets -> {schema_path}")
+        started = time.perf_counter()
+        generate_jets(generation, out_path=schema_path, progress=progress, overwrite=True)
+        seconds = time.perf_counter() - started
+        (schema_path.parent / f"pythia_{config.data.jet_type}.timing.json").write_text(
+            json.dumps({"seconds": seconds, "jets_per_second": generation.num_jets / seconds}))
+
+    attrs = {key: getattr(generation, key) for key in ("process", "jet_radius", "seed", "num_jets", "pt_hat_min",
+                                                       "pt_hat_max", "jet_pt_min", "jet_pt_max")}
+    return {"sample": DataFile(schema_path, attrs, make=make)}
+
+
+def jetnet_file(config: DataConfig, schema_path: Path) -> Path:
+    """The JetNet-layout file of the sample, written from the schema file when missing or older."""
+    _, path = _paths(config)
+    if not path.exists() or path.stat().st_mtime < Path(schema_path).stat().st_mtime:
+        sample = read_jets(schema_path)
+        particles, jets = to_jetnet_arrays(sample, config.jet_type, config.num_particles)
+        write_jetnet(path, particles, jets, attrs={"jet_type": config.jet_type, "source": str(schema_path),
+                                                   "generator": str(sample.attrs.get("generator", ""))})
+    return path
+
+
+def describe_data(out_dir: Path, config: ExperimentConfig, paths: dict[str, Path]) -> None:
+    """``data_summary.json``: sizes, jet pT / mass / multiplicity quantiles, generation rate."""
+    if (out_dir / "data_summary.json").exists():
+        return
+    sample = read_jetnet(jetnet_file(config.data, paths["sample"]))
+    timing = paths["sample"].parent / f"pythia_{config.data.jet_type}.timing.json"
+    report.write_data_summary(out_dir, sample, split_rows(config.data),
+                              json.loads(timing.read_text()) if timing.exists() else None)
+
+
+# --- networks ------------------------------------------------------------------------------------
+
+def _flow(section: FlowSection, num_features: int) -> RealNVP:
+    return RealNVP(RealNVPConfig(num_features, section.num_couplings, section.hidden_sizes))
+
+
+def _train_network(directory: Path, state, step_fn: Callable | None, data: np.ndarray, stage: StageConfig, seed: int,
+                   progress: bool):
+    """Epochs of `jaxebm.train.vae.fit`, checkpointed after each (resumed from the newest). With
+    ``step_fn=None`` only restores the finished network. Returns ``(state, seconds trained now)``."""
+    steps_per_epoch = len(data) // stage.batch_size
+    started = time.perf_counter()
+    with Checkpointer(directory / "checkpoints", max_to_keep=1, is_async=False) as ckpt:
+        if ckpt.latest_step() is not None:
+            state, _ = ckpt.restore(state)
+        elif step_fn is None:
+            raise FileNotFoundError(f"{directory} holds no checkpoint: train the seed first")
+        done = int(state.step) // steps_per_epoch
+        if step_fn is None or done >= stage.num_epochs:
+            return state, 0.0
+        for epoch in tqdm(range(done, stage.num_epochs), desc=directory.name, unit="epoch", disable=not progress,
+                          initial=done, total=stage.num_epochs):
+            state, history = fit(step_fn, state, data, batch_size=stage.batch_size, num_epochs=1,
+                                 seed=seed * 100_003 + epoch)
+            with open(directory / "metrics.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps({"epoch": epoch + 1, "step": int(state.step), **history[0]}) + "\n")
+            ckpt.save(state, extra={"epoch": epoch + 1})
+    return state, time.perf_counter() - started
+
+
+@dataclass
+class Trained:
+    """A seed's networks as samplers ``sample_fn(key, n) -> (four-vectors (n, P, 4), mask (n, P))`` by model,
+    and the seconds each took to train (0 when restored)."""
+
+    samplers: dict[str, Callable]
+    train_seconds: dict[str, float]
+
+
+def _momenta_sampler(sample_momenta: Callable, *params) -> Callable:
+    def sample_fn(key, num_jets: int):
+        return momenta_to_constituents(np.asarray(sample_momenta(key, num_jets, *params)))
+
+    return sample_fn
+
+
+def _convae_models(config, job: SeedJob, train_momenta: np.ndarray, train: bool) -> tuple[dict, dict]:
+    """ConVAE, ConVAE + NF and NF samplers (only those in ``config.models``) and their training seconds."""
+    scaler = MinMaxScaler.fit(train_momenta)
+    (job.directory / "scaler.json").write_text(json.dumps(scaler.to_dict()))
+    scaled = scaler.apply(train_momenta)
+    samplers, seconds = {}, {}
+    key = jax.random.key(job.seed)
+
+    def vae_stage(name, section: ConVAESection):
+        vae = ConVAE(section.model)
+        state = init_vae_state(jax.random.fold_in(key, len(seconds)), vae, section.stage.learning_rate)
+        step = make_vae_step(vae, section.loss, scaler, section.stage.learning_rate) if train else None
+        state, took = _train_network(job.directory / name, state, step, scaled, section.stage, job.seed, job.progress)
+        seconds[name] = took
+        return vae, state.params
+
+    def flow_stage(name, section: FlowSection, data: np.ndarray):
+        flow = _flow(section, data.shape[1])
+        state = init_flow_state(jax.random.fold_in(key, 10 + len(seconds)), flow, section.stage.learning_rate)
+        step = make_flow_step(flow, section.stage.learning_rate) if train else None
+        state, took = _train_network(job.directory / name, state, step, data, section.stage, job.seed, job.progress)
+        seconds[name] = took
+        return flow, state.params
+
+    if "convae" in config.models:
+        vae, params = vae_stage("convae_gen", config.convae_gen)
+        samplers["convae"] = _momenta_sampler(make_convae_sampler(vae, scaler), params)
+    if "convae_nf" in config.models:
+        vae, vae_params = vae_stage("convae_rec", config.convae_rec)
+        means = encode_means(vae, vae_params, scaled)
+        flow, flow_params = flow_stage("latent_flow", config.latent_flow, means)
+        samplers["convae_nf"] = _momenta_sampler(make_convae_sampler(vae, scaler, flow), vae_params, flow_params)
+    if "nf" in config.models:
+        flow, params = flow_stage("particle_flow", config.particle_flow, flatten_momenta(scaled))
+        samplers["nf"] = _momenta_sampler(make_particle_flow_sampler(flow, scaler), params)
+    return samplers, seconds
+
+
+def ebm_features(sample: JetSample, jet_pt: np.ndarray) -> np.ndarray:
+    """``(eta_rel, phi_rel, log pT_rel)`` ``(n, P, 3)`` of read-back JetNet jets (padded rows zero)."""
+    p4, mask = sample.constituents.astype(np.float64), sample.mask
+    pt = np.hypot(p4[..., 1], p4[..., 2])
+    eta = np.arcsinh(np.divide(p4[..., 3], pt, out=np.zeros_like(pt), where=pt > 0)) - sample.jets[:, 1, None]
+    phi = np.arctan2(p4[..., 2], p4[..., 1])
+    log_pt = np.log(np.where(mask, pt, 1.0) / jet_pt[:, None])
+    return np.where(mask[..., None], np.stack([eta, phi, log_pt], axis=-1), 0.0).astype(np.float32)
+
+
+class _ArrayBatches:
+    """Shuffled ``(x, mask)`` batches over in-memory arrays, forever; ``position`` / ``restore`` for resumption."""
+
+    def __init__(self, x: np.ndarray, mask: np.ndarray, batch_size: int, seed: int):
+        self.x, self.mask, self.batch_size, self.seed = x, mask, batch_size, seed
+        self.position = (0, 0)
+
+    def restore(self, position) -> None:
+        self.position = tuple(position)
+
+    def __iter__(self):
+        while True:
+            epoch, index = self.position
+            order = np.random.default_rng((self.seed, epoch)).permutation(len(self.x))
+            rows = order[index * self.batch_size:(index + 1) * self.batch_size]
+            last = (index + 2) * self.batch_size > len(self.x)
+            self.position = (epoch + 1, 0) if last else (epoch, index + 1)
+            yield self.x[rows], self.mask[rows]
+
+
+def _ebm_model(config, job: SeedJob, train_sample: JetSample, train: bool) -> tuple[Callable, float]:
+    """The EBM sampler (features standardised over real training particles) and its training seconds."""
+    features, mask = ebm_features(train_sample, train_sample.jets[:, 0]), train_sample.mask
+    standardizer = Standardizer.fit(features, mask)
+    (job.directory / "ebm_standardizer.json").write_text(json.dumps(standardizer.to_dict()))
+    x = np.asarray(standardizer.apply(features, mask), np.float32)
+    num_slots = x.shape[1]
+    noise_fn = make_noise_fn(np.zeros(3), np.ones(3), num_slots, multiplicity_probs=multiplicity_distribution(mask))
+    cd_config = dataclasses.replace(config.cd, steps_per_epoch=max(1, len(x) // config.cd.batch_size))
+    model = TransformerEnergy(config.ebm)
+    state = create_train_state(jax.random.key(job.seed), model, cd_config, x[:cd_config.batch_size],
+                               mask[:cd_config.batch_size], noise_fn)
+    loop = LoopConfig(num_steps=config.run.num_steps if train else 0, log_every=config.run.log_every,
+                      checkpoint_every=config.run.checkpoint_every, iterations_per_call=cd_config.iterations_per_call,
+                      progress=job.progress)
+    started = time.perf_counter()
+    if train:
+        state = train_loop(make_cd_step(model, cd_config, noise_fn), state,
+                           _ArrayBatches(x, mask, cd_config.batch_size, job.seed), job.directory / "ebm", loop,
+                           run_config=config)
+    else:
+        with Checkpointer(job.directory / "ebm" / "checkpoints") as ckpt:
+            state, _ = ckpt.restore(state)
+    took = time.perf_counter() - started if train else 0.0
+    params, generation = state.ema_params, config.generation
+
+    def sample_fn(key, num_jets: int):
+        gen_x, gen_mask = generate(key, model, params, noise_fn, generation, num_jets, progress=False)
+        eta, phi, log_pt = np.moveaxis(np.asarray(standardizer.invert(gen_x, gen_mask), np.float64), -1, 0)
+        p4 = massless_four_vectors(np.exp(np.clip(log_pt, -30.0, 5.0)), eta, phi)
+        return np.where(gen_mask[..., None], p4, 0.0), gen_mask
+
+    return sample_fn, took
+
+
+def _splits(config: ExperimentConfig, job: SeedJob) -> dict[str, JetSample]:
+    sample = read_jetnet(jetnet_file(config.data, job.data["sample"]))
+    return {name: JetSample(sample.constituents[rows], sample.mask[rows], sample.jets[rows], sample.labels[rows], {})
+            for name, rows in zip(("train", "val", "test"), split_rows(config.data))}
+
+
+def _build(config: ExperimentConfig, job: SeedJob, train: bool) -> Trained:
+    job.directory.mkdir(parents=True, exist_ok=True)
+    train_sample = _splits(config, job)["train"]
+    momenta = jets_to_momenta(train_sample.constituents, train_sample.mask, config.data.num_particles)
+    samplers, seconds = _convae_models(config, job, momenta, train)
+    if "ebm" in config.models:
+        samplers["ebm"], seconds["ebm"] = _ebm_model(config, job, train_sample, train)
+    return Trained(samplers, seconds)
+
+
+def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
+    """Train (or resume) every model of ``config.models`` for one seed."""
+    return _build(config, job, train=True)
+
+
+def load_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
+    """Every model of a trained seed from its checkpoints, without training."""
+    return _build(config, job, train=False)
+
+
+def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> dict:
+    """Generate as many jets as the test split holds with each model, time it, and measure every row
+    (truth floor included) against the test jets; writes the seed's report, plots and observables."""
+    splits = _splits(config, job)
+    test, num_jets = splits["test"], len(splits["test"].jets)
+    truth = splits["train"]
+    samples = {"truth": (truth.constituents[:num_jets].astype(np.float64), truth.mask[:num_jets])}
+    generation_seconds = {}
+    for index, (name, sample_fn) in enumerate(trained.samplers.items()):
+        started = time.perf_counter()
+        samples[name] = sample_fn(jax.random.key(1_000 * job.seed + index), num_jets)
+        generation_seconds[name] = time.perf_counter() - started
+    results = report.evaluate_samples((test.constituents.astype(np.float64), test.mask), samples, seed=job.seed,
+                                      cov_num_batches=config.run.cov_num_batches,
+                                      cov_batch_size=config.run.cov_batch_size)
+    results |= {"seed": job.seed, "num_test_jets": num_jets, "train_seconds": trained.train_seconds,
+                "generation_seconds": generation_seconds}
+    report.write_seed_report(job.directory, results, (test.constituents, test.mask), samples)
+    return results
+
+
+def sample(config: ExperimentConfig, trained: Trained, num_jets: int, seed: int) -> JetSample:
+    """``num_jets`` jets of ``config.run.sample_model`` as massless four-vectors (JetNet frame: jet at phi = 0)."""
+    p4, mask = trained.samplers[config.run.sample_model](jax.random.key(seed), num_jets)
+    p4 = np.where(mask[..., None], p4, 0.0).astype(np.float32)
+    attrs = {"model": config.run.sample_model, "seed": seed, "jetnet_type": JETNET_TYPES[config.data.jet_type]}
+    return JetSample(p4, mask, jet_summary(p4, mask, mask.sum(axis=1)), None, attrs)
+
+
+EXPERIMENT = Experiment(
+    name="jetnet_bench", config_class=ExperimentConfig, presets=CONFIG_DIR, validate=validate, data_files=data_files,
+    describe_data=describe_data, train_seed=train_seed, load_seed=load_seed, evaluate_seed=evaluate_seed,
+    write_summary=report.write_summary, write_report=report.write_report, sample=sample)
