@@ -4,6 +4,12 @@ Each experiment is a module defining ``EXPERIMENT`` (a `jaxebm.runs.Experiment`)
 ``configs/<name>/*.toml``:
 
   ebm   the EBM for jets (Cheng & Courville 2023): `jaxebm.experiments.ebm`; presets cpu, paper, smoke.
+  ebm_clf  the hybrid EBM-classifier on QCD / W / top (same paper, section 3.2): `jaxebm.experiments.ebm_clf`;
+        presets cpu, paper, smoke (kappa = 1; variants by override, `ebm_clf.VARIANTS`).
+  nae   the normalized autoencoder on jet images (seed 002): `jaxebm.experiments.nae`; presets cpu, paper,
+        smoke; ``data.direction`` tag_top / tag_qcd / tag_dark.
+  jetnet_bench  ConVAE, ConVAE + NF, NF (seed 004) and the EBM on JetNet-like jets with the JetNet metrics:
+        `jaxebm.experiments.jetnet_bench`; presets (configs/jetnet/) cpu, paper, smoke.
 
     experiment = get("ebm")
     config = load("ebm", "cpu", ["run.num_steps=200"])      # preset name or a .toml path, then overrides
@@ -21,7 +27,8 @@ from jaxebm.config import ConfigError, apply_overrides, from_dict, load_config
 
 __all__ = ["EXPERIMENTS", "for_run", "get", "load", "load_recorded", "preset_path", "presets"]
 
-EXPERIMENTS = {"ebm": "jaxebm.experiments.ebm"}
+EXPERIMENTS = {"ebm": "jaxebm.experiments.ebm", "nae": "jaxebm.experiments.nae",
+               "jetnet_bench": "jaxebm.experiments.jetnet_bench", "ebm_clf": "jaxebm.experiments.ebm_clf"}
 
 
 def _closest(name: str, known: Sequence[str]) -> str:
