@@ -98,6 +98,13 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def _fraction_per_unit(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Histogram normalised to all ``values`` (not only those inside ``edges``): fraction per unit of the
+    observable, so a sample mostly outside the plotted range shows low bins instead of failing to normalise."""
+    counts, _ = np.histogram(values, edges)
+    return counts / (max(len(values), 1) * np.diff(edges))
+
+
 def plot_observables(per_model: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     """One figure: each observable's normalised histograms for all models over the test jets, with
     model / test ratio panels (written atomically)."""
@@ -116,13 +123,13 @@ def plot_observables(per_model: dict[str, dict[str, np.ndarray]], path: Path) ->
             edges = np.arange(reference.min() - 5.5, reference.max() + 1.5, 1.0)
         else:
             edges = np.linspace(*np.percentile(reference, [0.5, 99.5]), 41)
-        ref_hist, _ = np.histogram(reference, edges, density=True)
+        ref_hist = _fraction_per_unit(reference, edges)
         centres = 0.5 * (edges[1:] + edges[:-1])
         axes[0, column].fill_between(centres, ref_hist, step="mid", color="0.85", label="test jets")
         for name, values in per_model.items():
             if name == "test":
                 continue
-            hist, _ = np.histogram(transform(values[key]), edges, density=True)
+            hist = _fraction_per_unit(transform(values[key]), edges)
             axes[0, column].step(centres, hist, where="mid", label=LABELS.get(name, name))
             ratio = np.divide(hist, ref_hist, out=np.full_like(hist, np.nan), where=ref_hist > 0)
             axes[1, column].step(centres, ratio, where="mid")

@@ -65,8 +65,13 @@ class SeedState:
 
     @classmethod
     def read(cls, seed: int, directory: Path) -> SeedState:
-        return cls(seed, directory, trained_steps(directory), (directory / "results.json").exists(),
-                   read_json(directory / "config.json"), checkpoint_config(directory))
+        """The seed's state; a finished seed whose experiment keeps no ``checkpoints/latest`` of its own (e.g.
+        one checkpoint directory per model) counts as trained to its recorded ``run.num_steps``."""
+        config, has_results = read_json(directory / "config.json"), (directory / "results.json").exists()
+        steps = trained_steps(directory)
+        if steps is None and has_results and config is not None:
+            steps = config.get("run", {}).get("num_steps")
+        return cls(seed, directory, steps, has_results, config, checkpoint_config(directory))
 
 
 @dataclass(frozen=True)
