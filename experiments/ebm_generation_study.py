@@ -67,9 +67,10 @@ from jaxebm.metrics import wasserstein_1d
 from jaxebm.models.common import energy_fn
 from jaxebm.models.transformer import TransformerEnergy
 from jaxebm.plots import plot_observable_histograms
+from jaxebm.runs.records import atomic_write_text
 from jaxebm.sampling import chain, langevin, mala
 from jaxebm.sampling.langevin import LangevinConfig
-from jaxebm.sampling.schedules import Constant, InverseTime, StepDecay
+from jaxebm.sampling.schedules import InverseTime, StepDecay
 from jaxebm.train.cd import make_noise_fn
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.state import create_train_state
@@ -749,12 +750,6 @@ def recommend(rows: list[dict]) -> tuple[dict | None, str]:
 # Outputs
 # ----------------------------------------------------------------------------------------------------------------------
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _atomic_plot(path: Path, draw: Callable[[Path], Any]) -> Path:
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     draw(tmp)
@@ -1067,7 +1062,7 @@ def write_markdown(path: Path, study: dict) -> None:
     lines += table + [""]
     lines += ["## Generated jet pT tails: the numbers", ""] + study.get("tail_text", ["(no analysis)"]) + [""]
     lines += ["## Plots", ""] + [f"- [{p}]({p})" for p in study["plots"]] + [""]
-    _atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def findings(rows: list[dict]) -> list[str]:
@@ -1275,7 +1270,7 @@ def finish(study: dict, out: Path, notes: Path | None = None, kept: dict | None 
         (out / stale).unlink(missing_ok=True)
     study["plots"] = plots
     study = _to_json(study)
-    _atomic_write_text(out / "generation_study.json", json.dumps(study, indent=2))
+    atomic_write_text(out / "generation_study.json", json.dumps(study, indent=2))
     write_markdown(out / "generation_study.md", study)
     return study
 

@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load_config", "save_config"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load_config", "save_config", "check_seeds",
+           "require_positive"]
 
 
 class ConfigError(ValueError):
@@ -162,3 +163,17 @@ def save_config(config, path: str | os.PathLike) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def require_positive(section: str, config, names: Sequence[str]) -> None:
+    """ValueError naming ``section.name`` for the first of ``names`` whose value on ``config`` is not > 0
+    (the range check of the experiments' config sections)."""
+    for name in names:
+        if not getattr(config, name) > 0:
+            raise ValueError(f"{section}.{name} must be > 0, got {getattr(config, name)}")
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """ValueError unless ``seeds`` lists at least one seed, each >= 0 and once (every experiment's config)."""
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds must list at least one seed, each >= 0 and once, got {list(seeds)}")

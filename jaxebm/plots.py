@@ -52,14 +52,14 @@ OBSERVABLE_LABELS = {
 }
 
 
-def _save(fig: Figure, path) -> pathlib.Path:
+def save_figure(fig: Figure, path, dpi: int = DPI) -> pathlib.Path:
     """Write ``fig`` to ``path`` atomically: into a temporary file in the same directory, then renamed
     over ``path``, so a failed write (e.g. a full disk) leaves the previous file intact and no temp file."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        fig.savefig(temp_path, format=path.suffix[1:].lower() or "png", dpi=DPI, bbox_inches="tight")
+        fig.savefig(temp_path, format=path.suffix[1:].lower() or "png", dpi=dpi, bbox_inches="tight")
         os.replace(temp_path, path)
     finally:
         temp_path.unlink(missing_ok=True)
@@ -142,7 +142,7 @@ def _comparison_grid(
             top, bottom, real[key], gen[key],
             label=labels.get(key, key), num_bins=num_bins, names=names,
         )  # fmt: skip
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_observable_histograms(
@@ -211,7 +211,7 @@ def plot_roc_curves(curves: Mapping[str, RocCurve], path) -> pathlib.Path:
     ax.set_ylabel(r"background rejection $1/\epsilon_B$")
     ax.legend(frameon=False)
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_score_distributions(
@@ -227,7 +227,7 @@ def plot_score_distributions(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("normalised entries")
     ax.legend(frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_mass_sculpting(
@@ -260,7 +260,7 @@ def plot_mass_sculpting(
         f"Pearson {result.pearson:.2f}, dCor {result.distance_correlation:.2f}", fontsize=10
     )
     ax.legend(frameon=False, fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_average_images(
@@ -284,7 +284,7 @@ def plot_average_images(
         ax.set_title(label)
         ax.set_xlabel(r"$\eta$ pixel")
         ax.set_ylabel(r"$\phi$ pixel")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _is_number(value) -> bool:
@@ -328,4 +328,4 @@ def plot_training_curves(
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     fig.subplots_adjust(hspace=0.5, wspace=0.35)
-    return _save(fig, path)
+    return save_figure(fig, path)

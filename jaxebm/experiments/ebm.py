@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxebm.config import ConfigError
+from jaxebm.config import ConfigError, check_seeds, require_positive
 from jaxebm.data.generate import GenerationConfig as JetGenerationConfig, generate_jets
 from jaxebm.data.io import JetSample, jet_summary, read_jets, write_jets
 from jaxebm.data.loader import BatchIterator, split_indices
@@ -81,7 +81,7 @@ class DataConfig:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"data.train_fraction must be in (0, 1], got {self.train_fraction}")
-        _require_positive("data", self, ("jet_radius", "num_train_jets", "num_test_jets", "num_constituents",
+        require_positive("data", self, ("jet_radius", "num_train_jets", "num_test_jets", "num_constituents",
                                          "num_workers"))
         if self.feature_space not in FEATURE_SPACES:
             raise ValueError(f"data.feature_space must be one of {FEATURE_SPACES}, got {self.feature_space!r}")
@@ -100,7 +100,7 @@ class RunConfig:
     num_generated_jets: int = 5_000
 
     def __post_init__(self):
-        _require_positive("run", self, [f.name for f in dataclasses.fields(self)])
+        require_positive("run", self, [f.name for f in dataclasses.fields(self)])
 
 
 @dataclass(frozen=True)
@@ -116,14 +116,7 @@ class ExperimentConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     def __post_init__(self):
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"seeds must list at least one seed, each >= 0 and once, got {list(self.seeds)}")
-
-
-def _require_positive(section: str, config, names) -> None:
-    for name in names:
-        if not getattr(config, name) > 0:
-            raise ValueError(f"{section}.{name} must be > 0, got {getattr(config, name)}")
+        check_seeds(self.seeds)
 
 
 def validate(config: ExperimentConfig) -> None:

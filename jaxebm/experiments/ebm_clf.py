@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxebm.config import ConfigError
+from jaxebm.config import ConfigError, check_seeds, require_positive
 from jaxebm.data.io import JetSample, jet_summary, read_jets
 from jaxebm.data.loader import BatchIterator
 from jaxebm.data.pipeline import ConstituentPipeline
@@ -70,9 +70,7 @@ class RunConfig:
     num_generated_jets: int = 500
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            if not getattr(self, f.name) > 0:
-                raise ValueError(f"run.{f.name} must be > 0, got {getattr(self, f.name)}")
+        require_positive("run", self, [f.name for f in dataclasses.fields(self)])
 
 
 @dataclass(frozen=True)
@@ -88,8 +86,7 @@ class ExperimentConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     def __post_init__(self):
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"seeds must list at least one seed, each >= 0 and once, got {list(self.seeds)}")
+        check_seeds(self.seeds)
         if self.model.num_classes != len(CLASSES):
             raise ValueError(f"model.num_classes must be {len(CLASSES)} ({', '.join(CLASSES)}), "
                              f"got {self.model.num_classes}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxebm.config import require_positive
 from jaxebm.data.io import JetSample, read_jets, write_jets
 from jaxebm.data.pipeline import FEATURE_SPACES
 from jaxebm.experiments import ebm
@@ -52,10 +53,8 @@ class DataConfig:
     feature_space: str = "raw"
 
     def __post_init__(self):
-        for name in ("ebm_num_train_jets", "ebm_num_test_jets", "num_train_jets", "num_test_jets", "jet_radius",
-                     "num_constituents", "num_workers"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"data.{name} must be > 0, got {getattr(self, name)}")
+        require_positive("data", self, ("ebm_num_train_jets", "ebm_num_test_jets", "num_train_jets", "num_test_jets",
+                                        "jet_radius", "num_constituents", "num_workers"))
         if self.num_train_jets > self.ebm_num_train_jets:
             raise ValueError(f"data.num_train_jets ({self.num_train_jets}) exceeds the {self.ebm_num_train_jets} "
                              f"QCD training jets (data.ebm_num_train_jets)")

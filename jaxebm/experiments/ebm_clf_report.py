@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from matplotlib.figure import Figure
 
 from jaxebm.evaluation import jet_observables
 from jaxebm.experiments.ebm_clf_data import CLASSES, SIGNALS
-from jaxebm.experiments.ebm_report import flatten, provenance_lines
+from jaxebm.experiments.ebm_report import flatten, provenance_lines, seed_report_links
 from jaxebm.metrics import roc_curve, summarise_over_seeds
 from jaxebm.plots import (
     plot_mass_sculpting,
@@ -22,7 +20,9 @@ from jaxebm.plots import (
     plot_roc_curves,
     plot_score_distributions,
     plot_training_curves,
+    save_figure,
 )
+from jaxebm.runs.records import atomic_write_text
 from jaxebm.train.monitor import read_metrics
 
 __all__ = ["PAPER_TABLE3", "PAPER_TABLE6", "SCORE_LABELS", "comparison_checks", "write_comparison",
@@ -55,13 +55,6 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if np.isfinite(value) else str(value)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def plot_confusion_matrix(matrix: np.ndarray, path: Path, *, title: str = "") -> Path:
     """Row-normalised confusion matrix ``(K, K)`` (rows: true class, columns: predicted), written atomically."""
     fig = Figure(figsize=(4.2, 3.6))
@@ -75,14 +68,7 @@ def plot_confusion_matrix(matrix: np.ndarray, path: Path, *, title: str = "") ->
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path)
 
 
 def confusion_matrix(values: dict[str, float]) -> np.ndarray:
@@ -132,7 +118,7 @@ def write_seed_report(run_dir: Path, results: dict, **plot_inputs) -> None:
     lines = [f"# EBM-CLF, variant {results['variant']}, seed {results['seed']} (step {results['step']})", ""]
     lines += _seed_lines(flatten(results))
     lines += ["", "Plots: " + ", ".join(f"[{p.stem}](plots/{p.name})" for p in sorted((run_dir / "plots").glob("*.png")))]
-    _atomic_write(run_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def write_summary(out_dir: Path, config, per_seed: list[dict], *, record: dict | None = None,
@@ -145,16 +131,15 @@ def write_summary(out_dir: Path, config, per_seed: list[dict], *, record: dict |
                "steps": [r["step"] for r in per_seed],
                "mean": {k: float(s.value) for k, s in stats.items()}, "std": {k: float(s.error) for k, s in stats.items()},
                "config": dataclasses.asdict(config)}
-    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2, default=list))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=list))
     lines = [f"# EBM-CLF: preset `{config.name}`, variant `{summary['variant']}`, {len(per_seed)} seed(s)", "",
              _setup_line(config), "", "| quantity | mean ± std |", "| --- | ---: |"]
     lines += [f"| {k} | {_fmt(summary['mean'][k])} ± {_fmt(summary['std'][k])} |" for k in keys
               if "random_jsd" not in k]
     seed_dirs = seed_dirs or [out_dir / f"seed_{s}" for s in summary["seeds"]]
     lines += ["", "## Provenance", ""] + provenance_lines(record)
-    lines += ["", "Per-seed reports: " + ", ".join(f"[seed {s}]({os.path.relpath(d / 'report.md', out_dir)})"
-                                                   for s, d in zip(summary["seeds"], seed_dirs))]
-    _atomic_write(out_dir / "report.md", "\n".join(lines) + "\n")
+    lines += ["", seed_report_links(summary["seeds"], seed_dirs, out_dir)]
+    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
     return summary
 
 
@@ -280,8 +265,8 @@ def write_comparison(run_dirs: dict[str, Path], out_dir: Path, *, notes: list[st
              *notes, "", *_table6(summaries), "", *_table3(summaries), "", *_generation_table(summaries), "",
              "## Checks of the CPU preset (means over seeds)", "", "| check | measured | status |", "| --- | --- | --- |",
              *[f"| {c} | {m} | {s} |" for c, m, s in checks]]
-    _atomic_write(out_dir / "comparison.md", "\n".join(lines) + "\n")
-    _atomic_write(out_dir / "comparison.json", json.dumps(
+    atomic_write_text(out_dir / "comparison.md", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "comparison.json", json.dumps(
         {"checks": [{"check": c, "measured": m, "status": s} for c, m, s in checks],
          "summaries": {v: {k: s[k] for k in ("num_seeds", "seeds", "steps", "mean", "std")} for v, s in summaries.items()}},
         indent=2))

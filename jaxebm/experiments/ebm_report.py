@@ -26,6 +26,7 @@ from jaxebm.plots import (
     plot_score_distributions,
     plot_training_curves,
 )
+from jaxebm.runs.records import atomic_write_text
 from jaxebm.train.monitor import read_metrics
 
 # The paper's numbers (Cheng & Courville 2023, 5 seeds, 300k QCD jets, GPU): Table 2 JSD (its own convention,
@@ -192,14 +193,8 @@ def write_data_summary(out_dir: Path, paths: dict[str, Path], *, num_jets: int, 
                          for key in DATA_PLOTS}}
                for name, obs in observables.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "data_summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out_dir / "data_summary.json", json.dumps(summary, indent=2))
     return summary
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_seed_report(run_dir: Path, results: dict, **plot_inputs) -> None:
@@ -213,7 +208,13 @@ def write_seed_report(run_dir: Path, results: dict, **plot_inputs) -> None:
             paper = PAPER.get(key)
             lines.append(f"| {label} | {_fmt(flat[key])} | {_fmt(paper[0]) + ' ± ' + _fmt(paper[1]) if paper else ''} |")
     lines += ["", "Plots: " + ", ".join(f"[{p.stem}](plots/{p.name})" for p in sorted((run_dir / "plots").glob("*.png")))]
-    _atomic_write(run_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def seed_report_links(seeds, seed_dirs: list[Path], out_dir: Path) -> str:
+    """A markdown line linking each seed's ``report.md``, relative to ``out_dir``."""
+    return "Per-seed reports: " + ", ".join(f"[seed {s}]({os.path.relpath(d / 'report.md', out_dir)})"
+                                            for s, d in zip(seeds, seed_dirs))
 
 
 def provenance_lines(record: dict | None) -> list[str]:
@@ -247,7 +248,7 @@ def write_summary(out_dir: Path, config, per_seed: list[dict], *, record: dict |
                "mean": {k: float(s[0]) for k, s in stats.items()},
                "std": {k: float(s[1]) for k, s in stats.items()},
                "config": dataclasses.asdict(config)}
-    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2, default=list))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=list))
     lines = [f"# EBM for jets: preset `{config.name}`, {len(per_seed)} seed(s)", "",
              f"Model: {config.model.num_layers} x {config.model.d_model} transformer, {config.model.num_heads} heads, "
              f"ff {config.model.ff_dim}; padding `{config.cd.padding_mode}`; {config.run.num_steps} CD iterations of "
@@ -270,9 +271,8 @@ def write_summary(out_dir: Path, config, per_seed: list[dict], *, record: dict |
               target_checks(summary["mean"])]
     seed_dirs = seed_dirs or [out_dir / f"seed_{seed}" for seed in summary["seeds"]]
     lines += list(extra_lines) + ["", "## Provenance", ""] + provenance_lines(record)
-    lines += ["", "Per-seed reports: " + ", ".join(f"[seed {s}]({os.path.relpath(d / 'report.md', out_dir)})"
-                                                   for s, d in zip(summary["seeds"], seed_dirs))]
-    _atomic_write(out_dir / "report.md", "\n".join(lines) + "\n")
+    lines += ["", seed_report_links(summary["seeds"], seed_dirs, out_dir)]
+    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
     return summary
 
 

@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxebm.config import ConfigError
+from jaxebm.config import ConfigError, check_seeds, require_positive
 from jaxebm.data.generate import generate_jets
 from jaxebm.data.io import JetSample, jet_summary, massless_four_vectors, read_jetnet, read_jets
 from jaxebm.data.jetnet_like import JETNET_TYPES, generation_config, to_jetnet_arrays, write_jetnet
@@ -117,8 +117,8 @@ class RunConfig:
     sample_model: str = "ebm"
 
     def __post_init__(self):
-        if min(self.num_steps, self.log_every, self.checkpoint_every, self.cov_num_batches, self.cov_batch_size) < 1:
-            raise ValueError("run values must be >= 1")
+        require_positive("run", self, ("num_steps", "log_every", "checkpoint_every", "cov_num_batches",
+                                       "cov_batch_size"))
         if self.sample_model not in MODELS:
             raise ValueError(f"run.sample_model must be one of {MODELS}, got {self.sample_model!r}")
 
@@ -144,8 +144,7 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self):
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"seeds must list at least one seed, each >= 0 and once, got {list(self.seeds)}")
+        check_seeds(self.seeds)
         unknown = set(self.models) - set(MODELS)
         if not self.models or unknown:
             raise ValueError(f"models must be a non-empty subset of {MODELS}, got {list(self.models)}")

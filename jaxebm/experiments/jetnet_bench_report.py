@@ -10,8 +10,6 @@ paper's Table 8 and the field's truth floors, with the report lines met / not me
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import numpy as np
 from jaxebm.data.io import JetSample
 from jaxebm.metrics.emd import coverage_mmd, emd_sum, emd_sum_observables
 from jaxebm.metrics.jetnet import fpd, fpd_kpd_features, jetnet_features, kpd, w1efp, w1m, w1p
-from jaxebm.runs.records import atomic_write_json
+from jaxebm.plots import save_figure
+from jaxebm.runs.records import atomic_write_json, atomic_write_text
 
 __all__ = ["METRICS", "evaluate_samples", "summarise", "target_checks", "write_data_summary", "write_report",
            "write_seed_report", "write_summary"]
@@ -90,14 +89,6 @@ def observables(p4: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
             "multiplicity": jets.mask.sum(axis=1).astype(np.float64)}
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temporary, path)
-
-
 def _fraction_per_unit(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Histogram normalised to all ``values`` (not only those inside ``edges``): fraction per unit of the
     observable, so a sample mostly outside the plotted range shows low bins instead of failing to normalise."""
@@ -139,12 +130,8 @@ def plot_observables(per_model: dict[str, dict[str, np.ndarray]], path: Path) ->
     axes[0, 0].legend(fontsize=7)
     axes[1, 0].set_ylabel("model / test")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(handle)
-    fig.savefig(temporary, dpi=110, format="png")
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(temporary, path)
 
 
 def write_seed_report(seed_dir: Path, results: dict, test, samples: dict) -> None:
@@ -153,7 +140,7 @@ def write_seed_report(seed_dir: Path, results: dict, test, samples: dict) -> Non
     np.savez_compressed(seed_dir / "observables.npz",
                         **{f"{model}/{key}": v for model, obs in per_model.items() for key, v in obs.items()})
     plot_observables(per_model, seed_dir / "plots" / "observables.png")
-    _atomic_text(seed_dir / "report.md", "\n".join(
+    atomic_write_text(seed_dir / "report.md", "\n".join(
         [f"# JetNet-style benchmark, seed {results['seed']}", ""]
         + _table({name: {k: tuple(v) for k, v in m.items()} for name, m in results["metrics"].items()}) + [""]))
 
@@ -269,7 +256,7 @@ def write_summary(out_dir: Path, config, per_seed: list[dict], *, record: dict |
              f"Evaluation seconds (mean): {result['evaluation_seconds_mean']:.1f}", ""]
     if record is not None:
         lines += [f"Run: {record.get('created', '')} commit {record.get('git_commit')}", ""]
-    _atomic_text(out_dir / "report.md", "\n".join(lines))
+    atomic_write_text(out_dir / "report.md", "\n".join(lines))
     return result
 
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -39,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxebm.config import ConfigError
+from jaxebm.config import ConfigError, check_seeds, require_positive
 from jaxebm.data.generate import GenerationConfig, generate_jets
 from jaxebm.data.hidden_valley import hidden_valley_settings
 from jaxebm.data.images import jet_images
@@ -50,6 +48,7 @@ from jaxebm.inference import energy_scores
 from jaxebm.metrics.tagging import tagging_metrics
 from jaxebm.models.conv_ae import ConvAE, ConvAEConfig, check_images
 from jaxebm.runs import DataFile, Experiment, SeedJob
+from jaxebm.runs.records import atomic_write_bytes, atomic_write_text
 from jaxebm.train import nae
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.loop import LoopConfig, train_loop
@@ -99,9 +98,8 @@ class DataConfig:
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
             raise ValueError(f"data.direction must be one of {tuple(DIRECTIONS)}, got {self.direction!r}")
-        for name in ("num_train", "num_val", "num_test", "pt_power", "sigma", "num_pixels", "num_workers"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"data.{name} must be > 0, got {getattr(self, name)}")
+        require_positive("data", self, ("num_train", "num_val", "num_test", "pt_power", "sigma", "num_pixels",
+                                        "num_workers"))
         self.dark_settings()  # validates the dark model
 
     def dark_settings(self) -> tuple[str, ...]:
@@ -133,10 +131,8 @@ class RunConfig:
     num_plot_images: int = 500
 
     def __post_init__(self):
-        for name in ("num_steps", "ae_steps", "log_every", "checkpoint_every", "eval_every", "collapse_factor",
-                     "num_plot_images"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"run.{name} must be > 0, got {getattr(self, name)}")
+        require_positive("run", self, ("num_steps", "ae_steps", "log_every", "checkpoint_every", "eval_every",
+                                       "collapse_factor", "num_plot_images"))
         if not self.ae_steps < self.num_steps:
             raise ValueError(f"run.ae_steps ({self.ae_steps}) must be below run.num_steps ({self.num_steps}): "
                              "the NAE phase needs iterations")
@@ -156,8 +152,7 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self):
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"seeds must list at least one seed, each >= 0 and once, got {list(self.seeds)}")
+        check_seeds(self.seeds)
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -227,7 +222,7 @@ def describe_data(out_dir: Path, config: ExperimentConfig, paths: dict[str, Path
                            "mass_q16_50_84": np.percentile(jets[:, 3], [16, 50, 84]).round(2).tolist(),
                            "multiplicity_q16_50_84": np.percentile(jets[:, 4], [16, 50, 84]).round(1).tolist(),
                            "pt_median": round(float(np.median(jets[:, 0])), 1)}
-    _atomic_write_text(path, json.dumps(summary, indent=2))
+    atomic_write_text(path, json.dumps(summary, indent=2))
     print("data:", json.dumps({s: v["mass_q16_50_84"] for s, v in summary.items()}), "(jet mass quantiles, GeV)")
 
 
@@ -337,20 +332,6 @@ def _template(model: ConvAE, config: ExperimentConfig):
     return jax.eval_shape(lambda key: nae.create_state(key, model, config.nae, x), jax.random.key(0))
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            write(handle)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
-
-
 def _phase1_summary(model: ConvAE, config: ExperimentConfig, state: nae.NAEState, job: SeedJob) -> dict:
     """Plain-AE results at the end of phase 1: validation and test energies, test latents, a few
     reconstructions (averaged in the plots)."""
@@ -427,7 +408,7 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
         state = train_loop(_train_steps(model, config.nae)[0], state, batches, job.directory, ae_loop,
                            run_config=config)
         phase1 = _phase1_summary(model, config, state, job)
-        _atomic_write_bytes(job.directory / "phase1.npz", lambda handle: np.savez(handle, **phase1))
+        atomic_write_bytes(job.directory / "phase1.npz", lambda handle: np.savez(handle, **phase1))
         trained_steps = config.run.ae_steps
     batches = ImageBatches(train, config.nae.batch_size, seed=job.seed + 1)
     if trained_steps <= config.run.ae_steps:
@@ -476,7 +457,7 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
         "mean_energy": {"ae": {r: float(np.mean(phase1[f"energy_{r}"])) for r in ("background", "signal")},
                         "nae": {r: float(np.mean(e)) for r, e in energies.items()}},
     }
-    _atomic_write_bytes(job.directory / "scores.npz", lambda handle: np.savez(
+    atomic_write_bytes(job.directory / "scores.npz", lambda handle: np.savez(
         handle, **{f"nae_{r}": e for r, e in energies.items()},
         **{f"ae_{r}": phase1[f"energy_{r}"] for r in ("background", "signal")}))
     results["timing"] = _timing(job.directory)

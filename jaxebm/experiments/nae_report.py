@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,8 +15,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxebm.metrics.tagging import roc_curve
-from jaxebm.plots import _save as save_figure
-from jaxebm.plots import plot_average_images, plot_roc_curves, plot_score_distributions, plot_training_curves
+from jaxebm.plots import (plot_average_images, plot_roc_curves, plot_score_distributions, plot_training_curves,
+                          save_figure)
+from jaxebm.runs.records import atomic_write_text
 from jaxebm.train import nae
 from jaxebm.train.monitor import read_metrics
 
@@ -60,16 +59,6 @@ def in_batches(fn, variables, x: np.ndarray, batch_size: int = 512) -> np.ndarra
         padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
         out.append(np.asarray(fn(variables, padded))[: len(chunk)])
     return np.concatenate(out)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temp.write_text(text)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- latent map
@@ -191,7 +180,7 @@ def write_seed_report(seed_dir: Path, config, results: dict, trained, tests: dic
     lines += ["", f"Selected NAE checkpoint: step {results['selected_step']} (AE phase: {results['ae_steps']} "
                   f"iterations, total {results['num_steps']}); training time {results['timing']['train_seconds']} s.",
               "", "Plots: " + ", ".join(f"plots/{p.name}" for p in sorted(plots.glob("*.png")))]
-    _atomic_write_text(seed_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(seed_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def plot_training(seed_dir: Path, ae_steps: int) -> Path:
@@ -253,7 +242,7 @@ def write_summary(out_dir: Path, config, per_seed: list[dict], *, record=None, s
                "num_test": config.data.num_test,
                **summarise(per_seed), "paper": _paper_for(config.data.direction, config.data.pt_power),
                "per_seed": per_seed}
-    _atomic_write_text(Path(out_dir) / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(Path(out_dir) / "summary.json", json.dumps(summary, indent=2))
     paper = summary["paper"]
     lines = [f"# NAE {config.data.direction}, pT^{config.data.pt_power:g}, preset {config.name}, "
              f"seeds {summary['seeds']}", "", "| model | AUC | 1/eps_B(0.2) | paper AUC | paper 1/eps_B |",
@@ -265,7 +254,7 @@ def write_summary(out_dir: Path, config, per_seed: list[dict], *, record=None, s
                      f"{ref[0] if ref else '-'} | "
                      f"{ref[1] if ref else '-'} |")
     lines += ["", f"Training time per seed: {_format(summary['train_seconds'], 0)} s."]
-    _atomic_write_text(Path(out_dir) / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(Path(out_dir) / "report.md", "\n".join(lines) + "\n")
     return {**summary, "mean": {s: summary[s] for s in ("ae", "nae")}}
 
 
@@ -332,6 +321,6 @@ def write_combined(run_dirs: dict[str, Path], out_dir: Path, *, data_summaries: 
         lines += ["", note]
     combined = {"rows": rows, "data": data_summaries or {}}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out_dir / "results.json", json.dumps(combined, indent=2))
-    _atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "results.json", json.dumps(combined, indent=2))
+    atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
     return combined

@@ -18,13 +18,15 @@ import platform
 import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import jaxebm
 from jaxebm.train.checkpoint import to_jsonable
 
-__all__ = ["MISSING", "Change", "append_history", "atomic_write_json", "changes_between", "data_record", "flatten",
+__all__ = ["MISSING", "Change", "append_history", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "changes_between", "data_record", "flatten",
            "format_changes", "git_commit", "now", "provenance", "read_json", "versions"]
 
 MISSING = "(absent)"
@@ -122,11 +124,27 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write ``path`` by ``write(handle)`` into a uniquely named temporary file beside it, then a rename: a
+    reader sees the old file or the new one, never part of one, and no temporary file stays behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp, "wb") as handle:
+            write(handle)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (`atomic_write_bytes`)."""
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
+
+
 def atomic_write_json(path: Path, content: Any, *, sort_keys: bool = True) -> None:
-    """Write ``content`` as indented JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(content), indent=2, sort_keys=sort_keys) + "\n")
-    os.replace(tmp, path)
+    """Write ``content`` as indented JSON to ``path`` atomically (`atomic_write_bytes`)."""
+    atomic_write_text(path, json.dumps(to_jsonable(content), indent=2, sort_keys=sort_keys) + "\n")
 
 
 def append_history(out_dir: Path, mode: str, **fields: Any) -> None:
