@@ -4,12 +4,14 @@ One transformer backbone with K = 3 logits g(x) over QCD / W / top (`Transformer
 trained by the CD step of the plain EBM plus kappa times the cross-entropy (`jaxebm.train.cd`): the plain
 EBM and the hybrid are one code path with a loss option. A variant is a set of overrides (`VARIANTS`):
 
-  kappa1, kappa0.5, kappa0.1  EBM-CLF with kappa = 1, 0.5, 0.1 (class-conditional chains on E(x, y))
+  kappa1, kappa0.5, kappa0.1  EBM-CLF with kappa = 1, 0.5, 0.1 (chains on the marginal E(x), as the paper)
+  kappa1_cc                   kappa = 1 with class-conditional training chains on E(x, y) (``cd.class_conditional``)
   baseline                    the same backbone trained by cross-entropy alone (``cd.cd_weight = 0``)
   ebm                         CD alone on the same jets (``cd.classifier_weight = 0``): E(x) = -logsumexp g(x)
 
-Each variant is a run of the runner (`jaxebm.runs`) in its own directory; per seed: train (resumable),
-then evaluate the final EMA parameters on the test jets: top-1 / top-2 accuracy and the confusion matrix,
+Each variant is a run of the runner (`jaxebm.runs`) in its own directory; per seed: train (resumable; every
+``run.curve_every`` iterations the EMA parameters are scored on the test jets, `curve_point`, and logged as an
+``eval`` row of ``metrics.jsonl``: the curves over training), then evaluate the final EMA parameters on the test jets: top-1 / top-2 accuracy and the confusion matrix,
 every score of `jaxebm.inference.energy_scores` (AUC, 1/eps_B(0.2) for top and H -> hh -> 4b against
 QCD, mass sculpting), and class-conditional generated jets per class (JSDs, observable plots).
 `jaxebm.experiments.ebm_clf_report.write_comparison` puts the variants side by side (Tables 3 and 6).
@@ -30,6 +32,7 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from scipy.special import logsumexp
 
 from jaxebm.config import ConfigError, check_seeds, require_positive
 from jaxebm.data.io import JetSample, jet_summary, read_jets
@@ -40,21 +43,24 @@ from jaxebm.experiments import ebm_clf_report
 from jaxebm.experiments.ebm_clf_data import CLASSES, SIGNALS, DataConfig, data_files as _data_files, read_test_sets
 from jaxebm.experiments.ebm_report import write_data_summary
 from jaxebm.inference import GenerationConfig, generate, model_scores
+from jaxebm.metrics import auc
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import Experiment, SeedJob
 from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.loop import LoopConfig, train_loop
+from jaxebm.train.monitor import read_metrics
 from jaxebm.train.state import create_train_state
 
 __all__ = ["EXPERIMENT", "VARIANTS", "ExperimentConfig", "RunConfig", "Trained", "class_logits", "classification",
-           "variant_name"]
+           "curve_point", "curve_summary", "training_curve", "variant_name"]
 
 CONFIG_DIR = Path(__file__).parent / "configs" / "ebm_clf"
 VARIANTS = {
-    "kappa1": ("cd.classifier_weight=1.0",),
-    "kappa0.5": ("cd.classifier_weight=0.5",),
-    "kappa0.1": ("cd.classifier_weight=0.1",),
+    "kappa1": ("cd.classifier_weight=1.0", "cd.class_conditional=false"),
+    "kappa1_cc": ("cd.classifier_weight=1.0", "cd.class_conditional=true"),
+    "kappa0.5": ("cd.classifier_weight=0.5", "cd.class_conditional=false"),
+    "kappa0.1": ("cd.classifier_weight=0.1", "cd.class_conditional=false"),
     "baseline": ("cd.classifier_weight=1.0", "cd.cd_weight=0.0", "cd.class_conditional=false"),
     "ebm": ("cd.classifier_weight=0.0", "cd.class_conditional=false"),
 }
@@ -62,11 +68,12 @@ VARIANTS = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Training length (CD iterations), log / checkpoint cadence, generated jets per class."""
+    """Training length (CD iterations), log / checkpoint / curve-point cadence, generated jets per class."""
 
     num_steps: int = 400
     log_every: int = 25
     checkpoint_every: int = 100
+    curve_every: int = 100
     num_generated_jets: int = 500
 
     def __post_init__(self):
@@ -81,7 +88,7 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     data: DataConfig = field(default_factory=DataConfig)
     model: TransformerConfig = field(default_factory=lambda: TransformerConfig(num_classes=len(CLASSES)))
-    cd: CDConfig = field(default_factory=lambda: CDConfig(classifier_weight=1.0, class_conditional=True))
+    cd: CDConfig = field(default_factory=lambda: CDConfig(classifier_weight=1.0))
     run: RunConfig = field(default_factory=RunConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
@@ -93,12 +100,13 @@ class ExperimentConfig:
 
 
 def variant_name(config: ExperimentConfig) -> str:
-    """"baseline" (no CD), "ebm" (no cross-entropy) or "kappa<w>" (the hybrid)."""
+    """"baseline" (no CD), "ebm" (no cross-entropy) or "kappa<w>" (the hybrid; "kappa<w>_cc" with
+    class-conditional training chains)."""
     if config.cd.cd_weight == 0:
         return "baseline"
     if config.cd.classifier_weight == 0:
         return "ebm"
-    return f"kappa{config.cd.classifier_weight:g}"
+    return f"kappa{config.cd.classifier_weight:g}" + ("_cc" if config.cd.class_conditional else "")
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -117,7 +125,8 @@ def validate(config: ExperimentConfig) -> None:
 
 def loop_config(config: ExperimentConfig, progress: bool = True) -> LoopConfig:
     return LoopConfig(num_steps=config.run.num_steps, iterations_per_call=config.cd.iterations_per_call,
-                      log_every=config.run.log_every, checkpoint_every=config.run.checkpoint_every, progress=progress)
+                      log_every=config.run.log_every, checkpoint_every=config.run.checkpoint_every,
+                      eval_every=config.run.curve_every, progress=progress)
 
 
 def data_files(config: ExperimentConfig):
@@ -176,9 +185,28 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
     batches = BatchIterator(job.data["train"], cd_config.batch_size, seed=job.seed, transform=to_model_inputs)
     example_x, example_mask = to_model_inputs(read_jets(job.data["train"], 0, cd_config.batch_size))[:2]
     state = create_train_state(jax.random.key(job.seed), model, cd_config, example_x, example_mask, noise_fn)
+    test_inputs = {p: pipeline.transform(s)[:2] for p, s in read_test_sets(config.data, job.data).items()}
     state = train_loop(make_cd_step(model, cd_config, noise_fn), state, batches, job.directory,
-                       loop_config(config, job.progress), run_config=config)
+                       loop_config(config, job.progress), run_config=config,
+                       eval_fn=lambda s: curve_point(model, s.ema_params, test_inputs))
     return Trained(model, pipeline, noise_fn, state.ema_params, int(state.step))
+
+
+def curve_point(model: TransformerEnergy, params, inputs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """One point of the curves over training, from the logits of the test jets ``{process: (x, mask)}``
+    (`CLASSES` and the signals): E(x) = -logsumexp g(x) and -log p(QCD|x) AUCs against QCD per signal
+    (``energy_auc_<signal>``, ``class_nll_auc_<signal>``) and the top-1 accuracy over `CLASSES`."""
+    logits = {p: class_logits(model, params, x, mask) for p, (x, mask) in inputs.items()}
+    energy = {p: -logsumexp(g, axis=1) for p, g in logits.items()}
+    class_nll = {p: energy[p] + g[:, 0] for p, g in logits.items()}
+    point = {}
+    for signal in SIGNALS:
+        labels = np.r_[np.zeros(len(energy["qcd"])), np.ones(len(energy[signal]))]
+        point[f"energy_auc_{signal}"] = float(auc(labels, np.r_[energy["qcd"], energy[signal]]))
+        point[f"class_nll_auc_{signal}"] = float(auc(labels, np.r_[class_nll["qcd"], class_nll[signal]]))
+    labels = np.concatenate([np.full(len(logits[p]), i) for i, p in enumerate(CLASSES)])
+    point["top1"] = classification(np.concatenate([logits[p] for p in CLASSES]), labels)["top1"]
+    return point
 
 
 def load_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
@@ -230,6 +258,28 @@ def _generated_per_class(config: ExperimentConfig, trained: Trained, job: SeedJo
             for label, name in enumerate(CLASSES)}
 
 
+CURVE_KEYS = ("energy_auc_top", "energy_auc_h_hh_4b", "class_nll_auc_top", "class_nll_auc_h_hh_4b", "top1")
+
+
+def training_curve(rows: list[dict]) -> dict[str, list[float]]:
+    """The curves over training from the ``eval`` rows of ``metrics.jsonl``: ``{"step": [...], key: [...]}``
+    for every key of `CURVE_KEYS`, by increasing step (a step logged twice keeps its last row)."""
+    points = {row["step"]: row for row in rows if row.get("event") == "eval"}
+    steps = sorted(points)
+    return {"step": steps, **{key: [float(points[s][key]) for s in steps] for key in CURVE_KEYS}}
+
+
+def curve_summary(curve: dict[str, list[float]]) -> dict[str, float]:
+    """Per curve key: its largest value over training (``<key>_max``) and how far the last point lies below
+    it (``<key>_drop``; a turnaround shows as a drop well above the seed-to-seed noise)."""
+    out = {}
+    for key in CURVE_KEYS:
+        if curve[key]:
+            out[f"{key}_max"] = max(curve[key])
+            out[f"{key}_drop"] = max(curve[key]) - curve[key][-1]
+    return out
+
+
 def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> dict:
     """Classification (when trained with a cross-entropy), every anomaly score, sculpting, generated jets per
     class (when trained with chains); plots and a seed report."""
@@ -239,6 +289,8 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     scores = {p: model_scores(model, params, x, mask, coordinate_scale=pipeline.raw_scale)
               for p, (x, mask, _) in inputs.items()}
     results: dict[str, Any] = {"seed": job.seed, "variant": variant_name(config), "step": trained.step}
+    curve = training_curve(read_metrics(job.directory / "metrics.jsonl"))
+    results["training_curve"] = curve_summary(curve)
     logits = {p: class_logits(model, params, *inputs[p][:2]) for p in CLASSES}
     labels = np.concatenate([np.full(len(logits[p]), i) for i, p in enumerate(CLASSES)])
     if config.cd.classifier_weight > 0:
@@ -255,7 +307,7 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     for name, (x, mask) in generated.items():
         results[f"generated_{name}"] = generation_quality(*real[name], gen_p4[name], mask, with_jetnet=False)
     ebm_clf_report.write_seed_report(
-        job.directory, results, scores=scores, masses={p: t.jets[:, 3] for p, t in tests.items()},
+        job.directory, results, curve=curve, scores=scores, masses={p: t.jets[:, 3] for p, t in tests.items()},
         logits=logits, real=real, generated={n: (gen_p4[n], generated[n][1]) for n in generated})
     return results
 

@@ -25,8 +25,8 @@ from jaxebm.plots import (
 from jaxebm.runs.records import atomic_write_text
 from jaxebm.train.monitor import read_metrics
 
-__all__ = ["PAPER_TABLE3", "PAPER_TABLE6", "SCORE_LABELS", "comparison_checks", "write_comparison",
-           "write_report", "write_seed_report", "write_summary"]
+__all__ = ["PAPER_TABLE3", "PAPER_TABLE6", "SCORE_LABELS", "comparison_checks", "mean_curve", "plot_curves",
+           "write_comparison", "write_report", "write_seed_report", "write_summary"]
 
 # score key -> (label, group); groups as the paper's Table 3: mass-decorrelated and mass-correlated
 SCORE_LABELS = {
@@ -46,8 +46,9 @@ PAPER_TABLE3 = {  # (variant, score) -> (AUC top, AUC H), mean ± std strings
     ("kappa1", "class_energy"): ("0.920 ± 0.002", "0.877 ± 0.008"),
     ("kappa1", "class_nll"): ("0.940 ± 0.002", "0.865 ± 0.012"),
 }
-VARIANT_ORDER = ("kappa1", "kappa0.5", "kappa0.1", "baseline", "ebm")
-VARIANT_LABELS = {"kappa1": "EBM-CLF κ = 1", "kappa0.5": "EBM-CLF κ = 0.5", "kappa0.1": "EBM-CLF κ = 0.1",
+VARIANT_ORDER = ("kappa1", "kappa1_cc", "kappa0.5", "kappa0.1", "baseline", "ebm")
+VARIANT_LABELS = {"kappa1": "EBM-CLF κ = 1", "kappa1_cc": "EBM-CLF κ = 1, class-conditional training chains",
+                  "kappa0.5": "EBM-CLF κ = 0.5", "kappa0.1": "EBM-CLF κ = 0.1",
                   "baseline": "supervised baseline (CE only)", "ebm": "plain EBM (CD only, same jets)"}
 
 
@@ -111,10 +112,44 @@ def _seed_lines(flat: dict[str, float]) -> list[str]:
     return lines
 
 
-def write_seed_report(run_dir: Path, results: dict, **plot_inputs) -> None:
-    """``plots/*.png`` and ``report.md`` of one seed."""
+CURVE_PANELS = (("E(x) AUC against QCD", ("energy_auc_top", "energy_auc_h_hh_4b")),
+                ("-log p(QCD|x) AUC against QCD", ("class_nll_auc_top", "class_nll_auc_h_hh_4b")),
+                ("top-1 accuracy (QCD / W / top)", ("top1",)))
+
+
+def plot_curves(series: dict[str, dict], path: Path) -> Path:
+    """Curves over training, one panel per `CURVE_PANELS` entry: ``series = {label: curve}`` with a curve
+    ``{"step": [...], key: [...]}`` (`ebm_clf.training_curve`), optionally ``key + "_std"`` drawn as a band."""
+    fig = Figure(figsize=(4.4 * len(CURVE_PANELS), 3.4))
+    for i, (title, keys) in enumerate(CURVE_PANELS):
+        ax = fig.add_subplot(1, len(CURVE_PANELS), i + 1)
+        for label, curve in series.items():
+            for key in keys:
+                if not curve.get(key):
+                    continue
+                steps, mean = np.asarray(curve["step"]), np.asarray(curve[key])
+                name = label if len(keys) == 1 else f"{label}, {'H' if key.endswith('h_hh_4b') else 'top'}"
+                line, = ax.plot(steps, mean, marker="o", ms=3, ls="-" if key.endswith("top") or len(keys) == 1
+                                else "--", label=name)
+                if curve.get(key + "_std"):
+                    std = np.asarray(curve[key + "_std"])
+                    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        if i < 2:
+            ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("training iteration")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_seed_report(run_dir: Path, results: dict, *, curve: dict, **plot_inputs) -> None:
+    """``curve.json`` (the curves over training), ``plots/*.png`` and ``report.md`` of one seed."""
     rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
     write_seed_plots(run_dir / "plots", results, rows=rows, **plot_inputs)
+    atomic_write_text(run_dir / "curve.json", json.dumps(curve, indent=1))
+    if curve["step"]:
+        plot_curves({f"seed {results['seed']}": curve}, run_dir / "plots" / "curves.png")
     lines = [f"# EBM-CLF, variant {results['variant']}, seed {results['seed']} (step {results['step']})", ""]
     lines += _seed_lines(flatten(results))
     lines += ["", "Plots: " + ", ".join(f"[{p.stem}](plots/{p.name})" for p in sorted((run_dir / "plots").glob("*.png")))]
@@ -165,27 +200,79 @@ def _cell(summary: dict | None, key: str) -> str:
     return f"{summary['mean'][key]:.3f}" + (f" ± {std:.3f}" if np.isfinite(std) else "")
 
 
-def comparison_checks(summaries: dict[str, dict]) -> list[tuple[str, str, str]]:
-    """The CPU preset's checks on the means: ``(check, measured, "met" / "not met" / "not run")``."""
+def comparison_checks(summaries: dict[str, dict], curves: dict[str, dict] | None = None) -> list[tuple[str, str, str]]:
+    """The CPU preset's checks on the means: ``(check, measured, "met" / "not met" / "not run")``;
+    ``curves``: mean curves over training per variant (`mean_curve`), for the turnaround check."""
     mean = {v: s["mean"] for v, s in summaries.items()}
+    curves = curves or {}
 
     def status(needed, condition) -> str:
         return "not run" if not all(v in mean for v in needed) else ("met" if condition() else "not met")
 
-    rows = [("κ = 1 top-1 accuracy within 0.03 of the supervised baseline",
-             " vs ".join(f"{mean[v]['classification.top1']:.3f}" for v in ("kappa1", "baseline") if v in mean),
+    def values(variants, key) -> str:
+        return " vs ".join(f"{mean[v][key]:.3f}" for v in variants if v in mean and key in mean[v])
+
+    energy_top, energy_h = "anomaly_energy.auc_top", "anomaly_energy.auc_h_hh_4b"
+    kappa1_curve = curves.get("kappa1", {})
+    drops = {k: max(kappa1_curve[k]) - kappa1_curve[k][-1] for k in ("energy_auc_top", "energy_auc_h_hh_4b")
+             if kappa1_curve.get(k)}
+    rows = [("κ = 1 top-1 accuracy within 0.05 of the supervised baseline (paper: 0.021 below ParticleNet)",
+             values(("kappa1", "baseline"), "classification.top1"),
              status(("kappa1", "baseline"), lambda: mean["kappa1"]["classification.top1"]
-                    >= mean["baseline"]["classification.top1"] - 0.03)),
+                    >= mean["baseline"]["classification.top1"] - 0.05)),
+            ("κ = 1 E(x) AUC >= 0.65 (top) and >= 0.75 (H) at the last iteration (paper 0.703 / 0.815)",
+             f"{values(('kappa1',), energy_top)} / {values(('kappa1',), energy_h)}",
+             status(("kappa1",), lambda: mean["kappa1"][energy_top] >= 0.65 and mean["kappa1"][energy_h] >= 0.75)),
+            ("κ = 1 E(x) AUC curves (mean over seeds) end within 0.03 of their maximum: no turnaround",
+             ", ".join(f"{k.removeprefix('energy_auc_')} drop {d:.3f}" for k, d in drops.items()),
+             "not run" if not drops else ("met" if max(drops.values()) <= 0.03 else "not met")),
+            ("marginal training chains (κ = 1) give a higher E(x) AUC for H than class-conditional ones (κ = 1 cc)",
+             values(("kappa1", "kappa1_cc"), energy_h),
+             status(("kappa1", "kappa1_cc"), lambda: mean["kappa1"][energy_h] > mean["kappa1_cc"][energy_h])),
             ("hybrid (κ = 1) E(x) AUC for H not below the plain EBM's (same jets, iterations, backbone)",
-             " vs ".join(f"{mean[v]['anomaly_energy.auc_h_hh_4b']:.3f}" for v in ("kappa1", "ebm") if v in mean),
-             status(("kappa1", "ebm"), lambda: mean["kappa1"]["anomaly_energy.auc_h_hh_4b"]
-                    >= mean["ebm"]["anomaly_energy.auc_h_hh_4b"])),
+             values(("kappa1", "ebm"), energy_h),
+             status(("kappa1", "ebm"), lambda: mean["kappa1"][energy_h] >= mean["ebm"][energy_h])),
             ("top-1 accuracy ordered κ = 1 > 0.5 > 0.1 (paper's Table 6)",
              " > ".join(f"{mean[v]['classification.top1']:.3f}" for v in ("kappa1", "kappa0.5", "kappa0.1")
                         if v in mean),
              status(("kappa1", "kappa0.5", "kappa0.1"), lambda: mean["kappa1"]["classification.top1"]
                     > mean["kappa0.5"]["classification.top1"] > mean["kappa0.1"]["classification.top1"]))]
     return rows
+
+
+def mean_curve(curves: list[dict]) -> dict:
+    """Mean and std (``key + "_std"``, sample std) over seeds of curves over training, at the steps all share."""
+    steps = sorted(set.intersection(*(set(c["step"]) for c in curves)))
+    out = {"step": steps}
+    for key in (k for k in curves[0] if k != "step"):
+        stacked = np.array([[c[key][c["step"].index(s)] for s in steps] for c in curves])
+        out[key] = stacked.mean(axis=0).tolist()
+        out[key + "_std"] = (stacked.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(steps))).tolist()
+    return out
+
+
+def _variant_curves(run_dirs: dict[str, Path], summaries: dict[str, dict]) -> dict[str, dict]:
+    """Mean curve over training per variant, from its seeds' ``curve.json`` (variants without any: left out)."""
+    out = {}
+    for variant, s in summaries.items():
+        paths = [run_dirs[variant] / f"seed_{seed}" / "curve.json" for seed in s["seeds"]]
+        curves = [json.loads(p.read_text()) for p in paths if p.is_file()]
+        if curves and all(c["step"] for c in curves):
+            out[variant] = mean_curve(curves)
+    return out
+
+
+def _curve_table(curves: dict[str, dict]) -> list[str]:
+    lines = ["## Curves over training (mean ± std over seeds; test jets; ![curves](curves.png))", "",
+             "| model | iteration | E(x) AUC top | E(x) AUC H | -log p(QCD\\|x) AUC top | -log p(QCD\\|x) AUC H | top-1 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for variant in VARIANT_ORDER:
+        curve = curves.get(variant)
+        for i, step in enumerate(curve["step"] if curve else []):
+            cells = [f"{curve[k][i]:.3f} ± {curve[k + '_std'][i]:.3f}" for k in
+                     ("energy_auc_top", "energy_auc_h_hh_4b", "class_nll_auc_top", "class_nll_auc_h_hh_4b", "top1")]
+            lines.append(f"| {VARIANT_LABELS[variant]} | {step} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _table6(summaries: dict[str, dict]) -> list[str]:
@@ -258,16 +345,21 @@ def write_comparison(run_dirs: dict[str, Path], out_dir: Path, *, notes: list[st
                                                     if k.startswith("classification.")}),
                                   out_dir / f"confusion_{variant}.png", title=VARIANT_LABELS[variant])
     any_config = next(iter(summaries.values()))["config"]
-    checks = comparison_checks(summaries)
+    curves = _variant_curves(run_dirs, summaries)
+    if curves:
+        plot_curves({VARIANT_LABELS[v]: curves[v] for v in VARIANT_ORDER if v in curves}, out_dir / "curves.png")
+    checks = comparison_checks(summaries, curves)
     lines = ["# EBM-CLF against the supervised baseline and the plain EBM", "",
              f"Preset `{any_config['name']}`. " + ", ".join(
                  f"{v}: {s['num_seeds']} seed(s), {s['steps'][0]} iterations" for v, s in summaries.items()) + ".",
-             *notes, "", *_table6(summaries), "", *_table3(summaries), "", *_generation_table(summaries), "",
+             *notes, "", *_table6(summaries), "", *_table3(summaries), "", *_curve_table(curves), "",
+             *_generation_table(summaries), "",
              "## Checks of the CPU preset (means over seeds)", "", "| check | measured | status |", "| --- | --- | --- |",
              *[f"| {c} | {m} | {s} |" for c, m, s in checks]]
     atomic_write_text(out_dir / "comparison.md", "\n".join(lines) + "\n")
     atomic_write_text(out_dir / "comparison.json", json.dumps(
         {"checks": [{"check": c, "measured": m, "status": s} for c, m, s in checks],
-         "summaries": {v: {k: s[k] for k in ("num_seeds", "seeds", "steps", "mean", "std")} for v, s in summaries.items()}},
+         "summaries": {v: {k: s[k] for k in ("num_seeds", "seeds", "steps", "mean", "std")} for v, s in summaries.items()},
+         "curves": curves},
         indent=2))
     return summaries

@@ -1,8 +1,9 @@
-"""Hybrid EBM-classifier: the model's energy, the CD step with a cross-entropy term and class-conditional
-chains, and a toy 3-class problem where one trained model classifies and detects out-of-distribution sets."""
+"""Hybrid EBM-classifier: the model's energy, the CD step with a cross-entropy term (weight kappa), marginal and
+class-conditional training chains, and a toy 3-class problem where one trained model classifies and detects out-of-distribution sets."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxebm.inference import model_scores
@@ -11,6 +12,7 @@ from jaxebm.models import TransformerConfig, TransformerEnergy
 from jaxebm.models.common import class_energy_fn
 from jaxebm.sampling import buffer
 from jaxebm.train import CDConfig, create_train_state, make_cd_step, make_noise_fn
+from jaxebm.train.cd import _cd_loss
 
 NUM_SLOTS, NUM_CLASSES, BATCH = 3, 3, 48
 TINY = dict(num_features=2, num_layers=1, d_model=8, num_heads=2, ff_dim=16, projector_sizes=(16,), dropout_rate=0.0)
@@ -115,11 +117,11 @@ def test_class_conditional_chains_run_on_their_class_energy_and_never_mix_classe
 
 @pytest.fixture(scope="module")
 def toy_run():
-    """A tiny hybrid (kappa = 1, class-conditional chains) and a CE-only baseline trained on the toy classes."""
+    """A tiny hybrid (kappa = 1, chains on the marginal E(x)) and a CE-only baseline trained on the toy classes."""
     model = hybrid_model()
     rng = np.random.default_rng(3)
     runs = {}
-    for name, weights in (("hybrid", dict(classifier_weight=1.0, class_conditional=True)),
+    for name, weights in (("hybrid", dict(classifier_weight=1.0)),
                           ("baseline", dict(classifier_weight=1.0, cd_weight=0.0))):
         config = CDConfig(batch_size=BATCH, buffer_size=300, num_langevin_steps=5, step_size=0.05, noise_scale=0.05,
                           lr=3e-3, adam_b1=0.9, grad_clip_norm=1.0, steps_per_epoch=1000, ema_decay=0.9, **weights)
@@ -155,3 +157,62 @@ def test_supervised_baseline_runs_no_chains_and_still_classifies(toy_run):
     state, metrics, buffer_before = runs["baseline"]
     np.testing.assert_array_equal(np.asarray(state.buffer.samples), buffer_before)
     assert metrics["gap"] == 0.0 and metrics["cd"] == 0.0 and metrics["accuracy"] > 0.9
+
+
+def test_marginal_chains_run_on_the_marginal_energy_from_the_whole_buffer():
+    """The default hybrid (class_conditional off): one buffer without class partitions, and one step with no
+    restarts moves each drawn slot by one gradient step of E(x) = -logsumexp g(x), whatever the labels (a chain
+    on the labels' class energy E(x, y) would land elsewhere); slots are drawn from the whole buffer."""
+    model = hybrid_model()
+    config = CDConfig(batch_size=6, buffer_size=30, num_langevin_steps=1, step_size=0.05, noise_scale=0.0,
+                      restart_prob=0.0, data_noise=0.0, classifier_weight=1.0)
+    rng = np.random.default_rng(5)
+    labels = np.ones(6, np.int32)
+    x, mask = toy_jets(rng, labels)
+    state = create_train_state(jax.random.key(0), model, config, x, mask, NOISE_FN)
+    assert state.buffer.ptr.shape == (1,)  # one partition
+    stored = (3.0 * rng.standard_normal((30, NUM_SLOTS, 2))).astype(np.float32)
+    state = state.replace(buffer=buffer.BufferState(jnp.asarray(stored), state.buffer.ptr))
+    params = jax.tree.map(np.array, state.params)
+    step = make_cd_step(model, config, NOISE_FN)
+    state, _ = step(state, x, mask, labels)
+    new = np.asarray(state.buffer.samples)
+    changed = np.flatnonzero(np.any(new != stored, axis=(1, 2)))
+    assert len(changed) > 0
+    old = jnp.asarray(stored[changed])
+    all_real = jnp.ones(old.shape[:2], bool)
+    marginal_grad = jax.grad(lambda z: jnp.sum(model.apply(params, z, all_real)))
+    np.testing.assert_allclose(new[changed], old - 0.05 * marginal_grad(old), rtol=1e-5, atol=1e-6)
+    class_grad = jax.grad(lambda z: jnp.sum(class_energy_fn(model, params, all_real, jnp.ones(len(z), jnp.int32))(z)))
+    assert np.max(np.abs(new[changed] - (old - 0.05 * class_grad(old)))) > 1e-4
+    for _ in range(8):
+        state, _ = step(state, x, mask, labels)
+    used = np.any(np.asarray(state.buffer.samples) != stored, axis=(1, 2))
+    assert used[:10].any() and used[10:20].any() and used[20:].any()  # no partition for label 1 alone
+
+
+def test_classifier_weight_scales_the_cross_entropy_gradient_in_proportion():
+    """d loss / d params is linear in kappa with slope = the cross-entropy's gradient: g(2) - g(1) = g(1) - g(0)
+    = grad CE (nonzero), with the CD term and its chain ends held fixed."""
+    model = hybrid_model()
+    rng = np.random.default_rng(6)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    x, mask = toy_jets(rng, labels)
+    x_neg = (1.5 * rng.standard_normal(x.shape)).astype(np.float32)
+    params = model.init(jax.random.key(2), x, mask)
+
+    def grad_at(kappa):
+        config = CDConfig(classifier_weight=kappa, cd_weight=1.0)
+        return jax.grad(lambda p: _cd_loss(p, model, config, jax.random.key(0), x, mask, x_neg, mask, labels)[0])(
+            params)
+
+    def ce(p):
+        logits = model.apply(p, x, mask, method="logits")
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+    flat = lambda tree: np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+    g0, g1, g2 = (flat(grad_at(k)) for k in (1e-30, 1.0, 2.0))
+    ce_grad = flat(jax.grad(ce)(params))
+    assert np.linalg.norm(ce_grad) > 1e-3
+    np.testing.assert_allclose(g1 - g0, ce_grad, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(g2 - g1, ce_grad, rtol=1e-4, atol=1e-6)

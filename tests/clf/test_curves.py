@@ -1,0 +1,58 @@
+"""Curves over training of the hybrid EBM-classifier: from the logged eval rows to the turnaround check."""
+import numpy as np
+import pytest
+
+from jaxebm.experiments.ebm_clf import CURVE_KEYS, curve_summary, training_curve
+from jaxebm.experiments.ebm_clf_report import comparison_checks, mean_curve
+
+
+def eval_row(step, energy_h, **others):
+    return {"step": step, "event": "eval", **{k: 0.5 for k in CURVE_KEYS}, "energy_auc_h_hh_4b": energy_h, **others}
+
+
+def test_training_curve_reads_eval_rows_in_step_order_and_a_rerun_step_once():
+    rows = [{"step": 5, "loss": 1.0}, eval_row(10, 0.6), eval_row(20, 0.7), {"step": 20, "event": "resume"},
+            eval_row(30, 0.9), eval_row(20, 0.75), {"step": 30, "loss": 0.5}]
+    curve = training_curve(rows)
+    assert curve["step"] == [10, 20, 30]
+    assert curve["energy_auc_h_hh_4b"] == [0.6, 0.75, 0.9]
+    assert set(curve) == {"step", *CURVE_KEYS}
+
+
+def test_curve_summary_measures_the_drop_below_the_maximum():
+    curve = training_curve([eval_row(100, 0.70), eval_row(200, 0.80), eval_row(300, 0.62)])
+    summary = curve_summary(curve)
+    assert summary["energy_auc_h_hh_4b_max"] == pytest.approx(0.80)
+    assert summary["energy_auc_h_hh_4b_drop"] == pytest.approx(0.18)
+    rising = curve_summary(training_curve([eval_row(100, 0.6), eval_row(200, 0.7)]))
+    assert rising["energy_auc_h_hh_4b_drop"] == 0.0
+
+
+def test_mean_curve_averages_seeds_at_shared_steps():
+    a = {"step": [100, 200, 300], "top1": [0.5, 0.6, 0.7]}
+    b = {"step": [100, 200], "top1": [0.7, 0.8]}
+    mean = mean_curve([a, b])
+    assert mean["step"] == [100, 200]
+    np.testing.assert_allclose(mean["top1"], [0.6, 0.7])
+    np.testing.assert_allclose(mean["top1_std"], [np.std([0.5, 0.7], ddof=1)] * 2)
+
+
+def test_turnaround_and_target_checks():
+    summary = {"num_seeds": 3, "mean": {"anomaly_energy.auc_top": 0.70, "anomaly_energy.auc_h_hh_4b": 0.78,
+                                        "classification.top1": 0.80}}
+    baseline = {"num_seeds": 3, "mean": {"classification.top1": 0.84}}
+    steady = {"kappa1": {"step": [1, 2, 3], "energy_auc_top": [0.6, 0.7, 0.69],
+                         "energy_auc_h_hh_4b": [0.7, 0.79, 0.78]}}
+    turned = {"kappa1": {"step": [1, 2, 3], "energy_auc_top": [0.6, 0.7, 0.69],
+                         "energy_auc_h_hh_4b": [0.5, 0.82, 0.60]}}  # ends above its start, below its peak
+    status = lambda curves: {c: s for c, _, s in comparison_checks({"kappa1": summary, "baseline": baseline}, curves)}
+    steady_status, turned_status = status(steady), status(turned)
+    turnaround = next(c for c in steady_status if "turnaround" in c)
+    assert steady_status[turnaround] == "met" and turned_status[turnaround] == "not met"
+    assert status(None)[turnaround] == "not run"
+    target = next(c for c in steady_status if ">= 0.65" in c)
+    accuracy = next(c for c in steady_status if "within 0.05" in c)
+    assert steady_status[target] == "met" and steady_status[accuracy] == "met"
+    summary["mean"]["anomaly_energy.auc_h_hh_4b"] = 0.74
+    baseline["mean"]["classification.top1"] = 0.86
+    assert status(steady)[target] == "not met" and status(steady)[accuracy] == "not met"
