@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from scipy.special import logsumexp
 
 from jaxebm.config import ConfigError, check_seeds, require_positive
 from jaxebm.data.io import JetSample, jet_summary, read_jets
@@ -43,7 +42,6 @@ from jaxebm.experiments import ebm_clf_report
 from jaxebm.experiments.ebm_clf_data import CLASSES, SIGNALS, DataConfig, data_files as _data_files, read_test_sets
 from jaxebm.experiments.ebm_report import write_data_summary
 from jaxebm.inference import GenerationConfig, generate, model_scores
-from jaxebm.metrics import auc
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import Experiment, SeedJob
 from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn
@@ -193,19 +191,17 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
 
 
 def curve_point(model: TransformerEnergy, params, inputs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """One point of the curves over training, from the logits of the test jets ``{process: (x, mask)}``
-    (`CLASSES` and the signals): E(x) = -logsumexp g(x) and -log p(QCD|x) AUCs against QCD per signal
-    (``energy_auc_<signal>``, ``class_nll_auc_<signal>``) and the top-1 accuracy over `CLASSES`."""
-    logits = {p: class_logits(model, params, x, mask) for p, (x, mask) in inputs.items()}
-    energy = {p: -logsumexp(g, axis=1) for p, g in logits.items()}
-    class_nll = {p: energy[p] + g[:, 0] for p, g in logits.items()}
+    """One point of the curves over training on the test jets ``{process: (x, mask)}`` (`CLASSES` and the
+    signals), through the score API as the final evaluation: AUCs against QCD per signal of E(x)
+    (``energy_auc_<signal>``) and of -log p(QCD|x) (``class_nll_auc_<signal>``), and the top-1 accuracy."""
+    scores = {p: model_scores(model, params, x, mask) for p, (x, mask) in inputs.items()}
     point = {}
-    for signal in SIGNALS:
-        labels = np.r_[np.zeros(len(energy["qcd"])), np.ones(len(energy[signal]))]
-        point[f"energy_auc_{signal}"] = float(auc(labels, np.r_[energy["qcd"], energy[signal]]))
-        point[f"class_nll_auc_{signal}"] = float(auc(labels, np.r_[class_nll["qcd"], class_nll[signal]]))
-    labels = np.concatenate([np.full(len(logits[p]), i) for i, p in enumerate(CLASSES)])
-    point["top1"] = classification(np.concatenate([logits[p] for p in CLASSES]), labels)["top1"]
+    for name in ("energy", "class_nll"):
+        quality = anomaly_quality(scores["qcd"][name], {s: scores[s][name] for s in SIGNALS})
+        point.update({f"{name}_auc_{s}": quality[f"auc_{s}"] for s in SIGNALS})
+    logits = [class_logits(model, params, *inputs[p]) for p in CLASSES]
+    labels = np.concatenate([np.full(len(g), i) for i, g in enumerate(logits)])
+    point["top1"] = classification(np.concatenate(logits), labels)["top1"]
     return point
 
 

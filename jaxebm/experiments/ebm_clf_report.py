@@ -118,22 +118,23 @@ CURVE_PANELS = (("E(x) AUC against QCD", ("energy_auc_top", "energy_auc_h_hh_4b"
 
 
 def plot_curves(series: dict[str, dict], path: Path) -> Path:
-    """Curves over training, one panel per `CURVE_PANELS` entry: ``series = {label: curve}`` with a curve
-    ``{"step": [...], key: [...]}`` (`ebm_clf.training_curve`), optionally ``key + "_std"`` drawn as a band."""
+    """Curves over training, one panel per `CURVE_PANELS` entry (one colour per series; top solid, H dashed):
+    ``series = {label: curve}`` with a curve ``{"step": [...], key: [...]}`` (`ebm_clf.training_curve`),
+    optionally ``key + "_std"`` drawn as a band."""
     fig = Figure(figsize=(4.4 * len(CURVE_PANELS), 3.4))
     for i, (title, keys) in enumerate(CURVE_PANELS):
         ax = fig.add_subplot(1, len(CURVE_PANELS), i + 1)
-        for label, curve in series.items():
+        for j, (label, curve) in enumerate(series.items()):
             for key in keys:
                 if not curve.get(key):
                     continue
                 steps, mean = np.asarray(curve["step"]), np.asarray(curve[key])
-                name = label if len(keys) == 1 else f"{label}, {'H' if key.endswith('h_hh_4b') else 'top'}"
-                line, = ax.plot(steps, mean, marker="o", ms=3, ls="-" if key.endswith("top") or len(keys) == 1
-                                else "--", label=name)
+                is_h = key.endswith("h_hh_4b")
+                name = label if len(keys) == 1 else f"{label}, {'H' if is_h else 'top'}"
+                ax.plot(steps, mean, marker="o", ms=3, color=f"C{j}", ls="--" if is_h else "-", label=name)
                 if curve.get(key + "_std"):
                     std = np.asarray(curve[key + "_std"])
-                    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+                    ax.fill_between(steps, mean - std, mean + std, color=f"C{j}", alpha=0.2)
         if i < 2:
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("training iteration")
@@ -243,8 +244,8 @@ def comparison_checks(summaries: dict[str, dict], curves: dict[str, dict] | None
 def mean_curve(curves: list[dict]) -> dict:
     """Mean and std (``key + "_std"``, sample std) over seeds of curves over training, at the steps all share."""
     steps = sorted(set.intersection(*(set(c["step"]) for c in curves)))
-    out = {"step": steps}
-    for key in (k for k in curves[0] if k != "step"):
+    out = {"step": steps, "num_seeds": len(curves)}
+    for key in (k for k in curves[0] if k not in ("step", "num_seeds")):
         stacked = np.array([[c[key][c["step"].index(s)] for s in steps] for c in curves])
         out[key] = stacked.mean(axis=0).tolist()
         out[key + "_std"] = (stacked.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(steps))).tolist()
@@ -269,7 +270,7 @@ def _curve_table(curves: dict[str, dict]) -> list[str]:
     for variant in VARIANT_ORDER:
         curve = curves.get(variant)
         for i, step in enumerate(curve["step"] if curve else []):
-            cells = [f"{curve[k][i]:.3f} ± {curve[k + '_std'][i]:.3f}" for k in
+            cells = [f"{curve[k][i]:.3f}" + (f" ± {curve[k + '_std'][i]:.3f}" if curve["num_seeds"] > 1 else "") for k in
                      ("energy_auc_top", "energy_auc_h_hh_4b", "class_nll_auc_top", "class_nll_auc_h_hh_4b", "top1")]
             lines.append(f"| {VARIANT_LABELS[variant]} | {step} | " + " | ".join(cells) + " |")
     return lines
@@ -317,7 +318,8 @@ def _table3(summaries: dict[str, dict]) -> list[str]:
 
 
 def _generation_table(summaries: dict[str, dict]) -> list[str]:
-    lines = ["## Generated jets per class (class-conditional chains on E(x, y); textbook JSD, 50 bins)", "",
+    lines = ["## Generated jets (class \"all\": chains on E(x); per class: chains on E(x, y) of models trained with "
+             "class-conditional chains; textbook JSD, 50 bins)", "",
              "| model | class | JSD(pT) | JSD(M) | JSD(M/pT) | W1(M) [GeV] |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for variant in VARIANT_ORDER:
         s = summaries.get(variant)

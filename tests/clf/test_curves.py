@@ -1,9 +1,21 @@
 """Curves over training of the hybrid EBM-classifier: from the logged eval rows to the turnaround check."""
+import jax
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 
-from jaxebm.experiments.ebm_clf import CURVE_KEYS, curve_summary, training_curve
+from jaxebm.experiments.ebm_clf import (
+    CLASSES,
+    CURVE_KEYS,
+    SIGNALS,
+    class_logits,
+    curve_point,
+    curve_summary,
+    training_curve,
+)
 from jaxebm.experiments.ebm_clf_report import comparison_checks, mean_curve
+from jaxebm.metrics import auc
+from jaxebm.models import TransformerConfig, TransformerEnergy
 
 
 def eval_row(step, energy_h, **others):
@@ -56,3 +68,25 @@ def test_turnaround_and_target_checks():
     summary["mean"]["anomaly_energy.auc_h_hh_4b"] = 0.74
     baseline["mean"]["classification.top1"] = 0.86
     assert status(steady)[target] == "not met" and status(steady)[accuracy] == "not met"
+
+
+def test_curve_point_scores_are_oriented_as_the_final_evaluation():
+    """On a tiny hybrid: E(x) = -logsumexp g and -log p(QCD|x) = logsumexp g - g_QCD computed here by hand give
+    the curve point's AUCs (a flipped sign would give 1 - AUC), and top-1 is the argmax accuracy."""
+    model = TransformerEnergy(TransformerConfig(num_features=3, num_layers=1, d_model=8, num_heads=2, ff_dim=16,
+                                                projector_sizes=(8,), dropout_rate=0.0, num_classes=3))
+    rng = np.random.default_rng(0)
+    inputs = {p: ((rng.standard_normal((40, 4, 3)) * (1 + i)).astype(np.float32), np.ones((40, 4), bool))
+              for i, p in enumerate((*CLASSES, "h_hh_4b"))}
+    params = model.init(jax.random.key(0), *inputs["qcd"])
+    point = curve_point(model, params, inputs)
+    logits = {p: class_logits(model, params, *xm) for p, xm in inputs.items()}
+    labels = np.r_[np.zeros(40), np.ones(40)]
+    for signal in SIGNALS:
+        energy = {p: -logsumexp(logits[p], axis=1) for p in ("qcd", signal)}
+        nll = {p: logsumexp(logits[p], axis=1) - logits[p][:, 0] for p in ("qcd", signal)}
+        assert point[f"energy_auc_{signal}"] == pytest.approx(auc(labels, np.r_[energy["qcd"], energy[signal]]))
+        assert point[f"class_nll_auc_{signal}"] == pytest.approx(auc(labels, np.r_[nll["qcd"], nll[signal]]))
+        assert abs(point[f"class_nll_auc_{signal}"] - 0.5) > 0.02  # the orientation is tested, not a tie
+    predicted = np.concatenate([np.argmax(logits[p], axis=1) for p in CLASSES])
+    assert point["top1"] == pytest.approx(np.mean(predicted == np.repeat(np.arange(3), 40)))
