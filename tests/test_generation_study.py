@@ -1,4 +1,5 @@
-"""The generation study (`experiments.ebm_generation_study`) on a smoke-preset run built once per module:
+"""The generation study (`experiments.ebm_generation_study`, library `jaxebm.experiments.generation_study`) on a
+smoke-preset run built once per module:
 its outputs, its zero-step chain starts against the run's own `results.json`, its segmented and
 continued chains against one library chain, and the order it runs chains in under a time budget."""
 import json
@@ -9,6 +10,11 @@ import pytest
 
 from experiments import ebm_generation_study as study
 from experiments import ebm_jets
+from jaxebm.experiments.generation_study.chains import ChainPrograms, run_family
+from jaxebm.experiments.generation_study.figures import PLOT_NAMES
+from jaxebm.experiments.generation_study.loading import load_run, noise_starts
+from jaxebm.experiments.generation_study.runner import work_plan
+from jaxebm.experiments.generation_study.settings import Family, study_grid
 from jaxebm.models.common import energy_fn
 from jaxebm.sampling import langevin
 from jaxebm.sampling.schedules import StepDecay
@@ -34,7 +40,7 @@ def test_quick_study_writes_every_output(quick_study):
     out, result = quick_study
     saved = json.loads((out / "generation_study.json").read_text())
     rows = {r["setting"]: r for r in saved["rows"]}
-    for family in study.study_grid(quick=True):
+    for family in study_grid(quick=True):
         for length in family.lengths:
             row = rows[f"{family.name}@{length}"]
             assert row["evals_per_jet"] == length + (family.sampler == "mala")
@@ -49,7 +55,7 @@ def test_quick_study_writes_every_output(quick_study):
         assert heading in markdown
     required = {"quality_vs_evals.png", "quality_vs_time.png", "observables_paper.png",
                 "observables_paper_vs_recommended.png", "tails.png"}
-    assert required <= set(saved["plots"]) <= set(study.PLOT_NAMES)
+    assert required <= set(saved["plots"]) <= set(PLOT_NAMES)
     assert all((out / name).stat().st_size > 10_000 for name in saved["plots"])
     assert (out / "per_jet.npz").exists() and not list(out.glob("*.tmp*"))
     assert saved["real"]["tail_pt"] > 0 and 0 <= rows["noise_start"]["frac_pt_tail"] <= 1
@@ -72,14 +78,14 @@ def test_segmented_chain_is_one_chain_of_that_length(smoke_run):
     `LangevinConfig`: the step count, which the schedule reads, must carry across segments and
     continuations, and E/T must act as the temperature. Noise 0 makes ULA deterministic; the step
     falls 10x every 3 steps, so a count restarted per segment changes the result."""
-    run = study.load_run(smoke_run)
-    family = study.Family("test", "deterministic ULA", step=StepDecay(1.0, 0.1, 3), noise=0.0, temperature=0.5,
+    run = load_run(smoke_run)
+    family = Family("test", "deterministic ULA", step=StepDecay(1.0, 0.1, 3), noise=0.0, temperature=0.5,
                           lengths=(2, 4), extra=(6,))
-    x0, mask = study.noise_starts(run, 7)
-    programs = study.ChainPrograms(run, 2)
-    snapshots, progress = study.run_family(run, family, x0, mask, 4, programs, progress=False)
+    x0, mask = noise_starts(run, 7)
+    programs = ChainPrograms(run, 2)
+    snapshots, progress = run_family(run, family, x0, mask, 4, programs, progress=False)
     assert progress.steps == 4 and len(progress.states) == 2
-    more, progress = study.run_family(run, family, x0, mask, 4, programs, lengths=(6,), resume=progress, progress=False)
+    more, progress = run_family(run, family, x0, mask, 4, programs, lengths=(6,), resume=progress, progress=False)
     snapshots |= more
     assert progress.steps == 6 and set(snapshots) == {0, 2, 4, 6}
     energy = energy_fn(run.model, run.params, mask)
@@ -93,7 +99,7 @@ def test_segmented_chain_is_one_chain_of_that_length(smoke_run):
 
 
 def test_work_plan_covers_every_family_before_lengthening_any():
-    families = [study.Family("a", "", lengths=(25, 50, 100, 200), floor=200, extra=(400,)),
-                study.Family("b", "", lengths=(25, 50, 100)), study.Family("c", "", lengths=(25, 50))]
-    assert study.work_plan(families) == [("a", 200), ("b", 25), ("c", 25), ("b", 50), ("c", 50), ("b", 100),
+    families = [Family("a", "", lengths=(25, 50, 100, 200), floor=200, extra=(400,)),
+                Family("b", "", lengths=(25, 50, 100)), Family("c", "", lengths=(25, 50))]
+    assert work_plan(families) == [("a", 200), ("b", 25), ("c", 25), ("b", 50), ("c", 50), ("b", 100),
                                          ("a", 400)]
