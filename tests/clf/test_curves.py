@@ -1,4 +1,6 @@
 """Curves over training of the hybrid EBM-classifier: from the logged eval rows to the turnaround check."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -90,3 +92,25 @@ def test_curve_point_scores_are_oriented_as_the_final_evaluation():
         assert abs(point[f"class_nll_auc_{signal}"] - 0.5) > 0.02  # the orientation is tested, not a tie
     predicted = np.concatenate([np.argmax(logits[p], axis=1) for p in CLASSES])
     assert point["top1"] == pytest.approx(np.mean(predicted == np.repeat(np.arange(3), 40)))
+
+
+def test_curves_script_averages_seeds_and_names_what_changed(tmp_path):
+    from experiments.ebm_clf_curves import main
+
+    def write_run(root, lr, h_values):
+        for seed, values in enumerate(h_values):
+            run = root / f"seed_{seed}"
+            run.mkdir(parents=True)
+            (run / "config.json").write_text(json.dumps({"cd": {"lr": lr, "alpha": 0.1}, "run": {"num_steps": 9}}))
+            rows = [eval_row(100 * (i + 1), v) for i, v in enumerate(values)] + [{"step": 50, "loss": 1.0}]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write_run(tmp_path / "a", 1e-3, [[0.6, 0.8]])
+    write_run(tmp_path / "b", 3e-4, [[0.6, 0.7], [0.8, 0.9]])
+    main(["--out", str(tmp_path / "out"), f"fast={tmp_path / 'a'}", f"slow={tmp_path / 'b'}"])
+    stored = json.loads((tmp_path / "out" / "curves.json").read_text())
+    assert stored["fast"]["changed"] == {} and stored["slow"]["changed"] == {"cd.lr": 3e-4}
+    np.testing.assert_allclose(stored["slow"]["curve"]["energy_auc_h_hh_4b"], [0.7, 0.8])
+    assert stored["fast"]["summary"]["energy_auc_h_hh_4b_drop"] == 0.0
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    assert "cd.lr = 0.0003" in (tmp_path / "out" / "curves.md").read_text()
