@@ -111,9 +111,9 @@ class FlowSection:
 @dataclass(frozen=True)
 class LatentFlowSection(FlowSection):
     """The ConVAE + NF flow, and what it is trained on: ``latent_source = "mean"`` (the training jets'
-    posterior means) or ``"sample"`` (one draw z ~ q(z|x) per jet, fresh every epoch)."""
+    posterior means, the paper's) or ``"sample"`` (one draw z ~ q(z|x) per jet, fresh every epoch)."""
 
-    latent_source: str = "sample"
+    latent_source: str = "mean"
 
     def __post_init__(self):
         if self.latent_source not in LATENT_SOURCES:
