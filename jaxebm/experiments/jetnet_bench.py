@@ -9,8 +9,9 @@ a fixed 70/15/15 train / validation / test split (the same for every seed).
 Models (each trained on the training split, all in one seed directory with its own checkpoints, resumed):
 
 - ``convae``: the generation-tuned ConVAE (paper Table 4 weights), z ~ N(0, 1) -> decoder.
-- ``convae_nf``: the reconstruction-tuned ConVAE (Table 5), then a RealNVP on its training latent means
-  (two steps); flow sample -> decoder.
+- ``convae_nf``: the reconstruction-tuned ConVAE (Table 5), then a RealNVP on its training jets' latents
+  (two steps): ``latent_flow.latent_source = "mean"`` (posterior means) or ``"sample"`` (a fresh draw
+  z ~ q(z|x) per jet every epoch); flow sample -> decoder.
 - ``nf``: a RealNVP on the flattened 3 x 30 scaled momenta.
 - ``ebm``: the masked transformer energy (`jaxebm.models.transformer`, `jaxebm.train.cd`, "mask" padding)
   on the 30 particles in JetNet's coordinates ``(eta_rel, phi_rel, log pT_rel)``, standardised; jets drawn
@@ -56,14 +57,16 @@ from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.loop import LoopConfig, train_loop
 from jaxebm.train.state import create_train_state
 from jaxebm.train.vae import (
-    StageConfig, encode_means, fit, flatten_momenta, init_flow_state, init_vae_state, make_convae_sampler,
-    make_flow_step, make_particle_flow_sampler, make_vae_step,
+    StageConfig, encode_posterior, fit, flatten_momenta, init_flow_state, init_vae_state, make_convae_sampler,
+    make_flow_step, make_particle_flow_sampler, make_vae_step, posterior_samples,
 )
 
-__all__ = ["EXPERIMENT", "MODELS", "DataConfig", "ExperimentConfig", "Trained", "split_rows"]
+__all__ = ["EXPERIMENT", "LATENT_SOURCES", "MODELS", "DataConfig", "ExperimentConfig", "LatentFlowSection", "Trained",
+           "latent_flow_data", "split_rows"]
 
 CONFIG_DIR = Path(__file__).parent / "configs" / "jetnet"
 MODELS = ("convae", "convae_nf", "nf", "ebm")
+LATENT_SOURCES = ("mean", "sample")
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,18 @@ class FlowSection:
 
 
 @dataclass(frozen=True)
+class LatentFlowSection(FlowSection):
+    """The ConVAE + NF flow, and what it is trained on: ``latent_source = "mean"`` (the training jets'
+    posterior means, the paper's) or ``"sample"`` (one draw z ~ q(z|x) per jet, fresh every epoch)."""
+
+    latent_source: str = "mean"
+
+    def __post_init__(self):
+        if self.latent_source not in LATENT_SOURCES:
+            raise ValueError(f"latent_flow.latent_source must be one of {LATENT_SOURCES}, got {self.latent_source!r}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """EBM length (CD iterations, the runner's ``num_steps``), logging, metric sizes, sample model."""
 
@@ -134,7 +149,7 @@ class ExperimentConfig:
     convae_gen: ConVAESection = field(default_factory=ConVAESection)
     convae_rec: ConVAESection = field(default_factory=lambda: ConVAESection(
         RECONSTRUCTION.model, RECONSTRUCTION.loss, StageConfig(RECONSTRUCTION.learning_rate, 100, 1500)))
-    latent_flow: FlowSection = field(default_factory=FlowSection)
+    latent_flow: LatentFlowSection = field(default_factory=LatentFlowSection)
     particle_flow: FlowSection = field(default_factory=lambda: FlowSection(
         PARTICLE_FLOW.config.num_couplings, PARTICLE_FLOW.config.hidden_sizes,
         StageConfig(PARTICLE_FLOW.learning_rate, 100, 100)))
@@ -232,11 +247,24 @@ def _flow(section: FlowSection, num_features: int) -> RealNVP:
     return RealNVP(RealNVPConfig(num_features, section.num_couplings, section.hidden_sizes))
 
 
-def _train_network(directory: Path, state, step_fn: Callable | None, data: np.ndarray, stage: StageConfig, seed: int,
-                   progress: bool):
-    """Epochs of `jaxebm.train.vae.fit`, checkpointed after each (resumed from the newest). With
-    ``step_fn=None`` only restores the finished network. Returns ``(state, seconds trained now)``."""
-    steps_per_epoch = len(data) // stage.batch_size
+def latent_flow_data(source: str, mean: np.ndarray, logvar: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
+    """The latent flow's training latents ``epoch -> (n, D)`` from the posteriors ``mean, logvar (n, D)`` of
+    the training jets: the means every epoch (``"mean"``) or one draw z ~ q(z|x) per jet, fresh every epoch
+    and seeded by ``(seed, epoch)`` (``"sample"``)."""
+    if source == "mean":
+        return lambda epoch: mean
+    if source == "sample":
+        return lambda epoch: posterior_samples(np.random.default_rng((seed, epoch)), mean, logvar)
+    raise ValueError(f"latent source must be one of {LATENT_SOURCES}, got {source!r}")
+
+
+def _train_network(directory: Path, state, step_fn: Callable | None, data: Callable[[int], np.ndarray],
+                   stage: StageConfig, seed: int, progress: bool):
+    """Epochs of `jaxebm.train.vae.fit` on ``data(epoch)`` (training examples, the same count every epoch),
+    checkpointed after each (resumed from the newest); each epoch's line in ``metrics.jsonl`` carries
+    ``input_std``, the mean over features of the std of its training examples. With ``step_fn=None`` only
+    restores the finished network. Returns ``(state, seconds trained now)``."""
+    steps_per_epoch = len(data(0)) // stage.batch_size
     started = time.perf_counter()
     with Checkpointer(directory / "checkpoints", max_to_keep=1, is_async=False) as ckpt:
         if ckpt.latest_step() is not None:
@@ -248,10 +276,13 @@ def _train_network(directory: Path, state, step_fn: Callable | None, data: np.nd
             return state, 0.0
         for epoch in tqdm(range(done, stage.num_epochs), desc=directory.name, unit="epoch", disable=not progress,
                           initial=done, total=stage.num_epochs):
-            state, history = fit(step_fn, state, data, batch_size=stage.batch_size, num_epochs=1,
+            examples = data(epoch)
+            state, history = fit(step_fn, state, examples, batch_size=stage.batch_size, num_epochs=1,
                                  seed=seed * 100_003 + epoch)
+            record = {"epoch": epoch + 1, "step": int(state.step), **history[0],
+                      "input_std": float(np.std(examples, axis=0).mean())}
             with open(directory / "metrics.jsonl", "a", encoding="utf-8") as log:
-                log.write(json.dumps({"epoch": epoch + 1, "step": int(state.step), **history[0]}) + "\n")
+                log.write(json.dumps(record) + "\n")
             ckpt.save(state, extra={"epoch": epoch + 1})
     return state, time.perf_counter() - started
 
@@ -284,12 +315,13 @@ def _convae_models(config, job: SeedJob, train_momenta: np.ndarray, train: bool)
         vae = ConVAE(section.model)
         state = init_vae_state(jax.random.fold_in(key, len(seconds)), vae, section.stage.learning_rate)
         step = make_vae_step(vae, section.loss, scaler, section.stage.learning_rate) if train else None
-        state, took = _train_network(job.directory / name, state, step, scaled, section.stage, job.seed, job.progress)
+        state, took = _train_network(job.directory / name, state, step, lambda epoch: scaled, section.stage, job.seed,
+                                     job.progress)
         seconds[name] = took
         return vae, state.params
 
-    def flow_stage(name, section: FlowSection, data: np.ndarray):
-        flow = _flow(section, data.shape[1])
+    def flow_stage(name, section: FlowSection, data: Callable[[int], np.ndarray]):
+        flow = _flow(section, data(0).shape[1])
         state = init_flow_state(jax.random.fold_in(key, 10 + len(seconds)), flow, section.stage.learning_rate)
         step = make_flow_step(flow, section.stage.learning_rate) if train else None
         state, took = _train_network(job.directory / name, state, step, data, section.stage, job.seed, job.progress)
@@ -301,11 +333,13 @@ def _convae_models(config, job: SeedJob, train_momenta: np.ndarray, train: bool)
         samplers["convae"] = _momenta_sampler(make_convae_sampler(vae, scaler), params)
     if "convae_nf" in config.models:
         vae, vae_params = vae_stage("convae_rec", config.convae_rec)
-        means = encode_means(vae, vae_params, scaled)
-        flow, flow_params = flow_stage("latent_flow", config.latent_flow, means)
+        mean, logvar = encode_posterior(vae, vae_params, scaled)
+        latents = latent_flow_data(config.latent_flow.latent_source, mean, logvar, job.seed)
+        flow, flow_params = flow_stage("latent_flow", config.latent_flow, latents)
         samplers["convae_nf"] = _momenta_sampler(make_convae_sampler(vae, scaler, flow), vae_params, flow_params)
     if "nf" in config.models:
-        flow, params = flow_stage("particle_flow", config.particle_flow, flatten_momenta(scaled))
+        flat = flatten_momenta(scaled)
+        flow, params = flow_stage("particle_flow", config.particle_flow, lambda epoch: flat)
         samplers["nf"] = _momenta_sampler(make_particle_flow_sampler(flow, scaler), params)
     return samplers, seconds
 

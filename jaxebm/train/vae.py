@@ -32,9 +32,9 @@ from jaxebm.models.convae import ConVAE, ConVAELoss, MinMaxScaler, convae_loss
 from jaxebm.models.flows import RealNVP
 
 __all__ = [
-    "ModelState", "StageConfig", "encode_means", "fit", "flatten_momenta", "init_flow_state",
+    "ModelState", "StageConfig", "encode_means", "encode_posterior", "fit", "flatten_momenta", "init_flow_state",
     "init_vae_state", "make_convae_sampler", "make_flow_step", "make_particle_flow_sampler",
-    "make_vae_step", "train_convae_flow", "train_particle_flow", "unflatten_momenta",
+    "make_vae_step", "posterior_samples", "train_convae_flow", "train_particle_flow", "unflatten_momenta",
 ]
 
 
@@ -73,8 +73,8 @@ def _init_params(model, *args):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encode_means(model: ConVAE, params: Any, x: jax.Array) -> jax.Array:
-    return model.apply(params, x, method=ConVAE.encode)[0]
+def _encode(model: ConVAE, params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return model.apply(params, x, method=ConVAE.encode)
 
 
 def init_vae_state(key: jax.Array, model: ConVAE, learning_rate: float) -> ModelState:
@@ -154,10 +154,25 @@ def fit(step_fn: Callable, state: ModelState, data: np.ndarray, *, batch_size: i
     return state, history
 
 
+def encode_posterior(model: ConVAE, params: Any, x: np.ndarray, *,
+                     batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior ``q(z|x)`` of scaled matrices ``x (n, 3, P)``, in batches: mean and log-variance, each
+    ``(n, latent_dim)``."""
+    batches = (jnp.asarray(x[start:start + batch_size], jnp.float32) for start in range(0, len(x), batch_size))
+    mean, logvar = zip(*(_encode(model, params, batch) for batch in batches))
+    return np.concatenate(mean), np.concatenate(logvar)
+
+
 def encode_means(model: ConVAE, params: Any, x: np.ndarray, *, batch_size: int = 1000) -> np.ndarray:
     """Posterior means ``(n, latent_dim)`` of scaled matrices ``x (n, 3, P)``, in batches."""
-    batches = (jnp.asarray(x[start:start + batch_size], jnp.float32) for start in range(0, len(x), batch_size))
-    return np.concatenate([np.asarray(_encode_means(model, params, batch)) for batch in batches])
+    return encode_posterior(model, params, x, batch_size=batch_size)[0]
+
+
+def posterior_samples(rng: np.random.Generator, mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    """One draw ``z = mean + exp(logvar / 2) eps``, ``eps ~ N(0, 1)``, per row of ``mean, logvar (n, D)``:
+    float32 ``(n, D)``, samples of the aggregate posterior of the encoded jets."""
+    eps = rng.standard_normal(mean.shape)
+    return (mean + np.exp(0.5 * logvar) * eps).astype(np.float32)
 
 
 def flatten_momenta(x: Any) -> Any:
