@@ -1,9 +1,9 @@
 """ConVAE + NF with the latent flow trained on posterior means or on posterior samples (issue 22, item 6):
 coverage, W1M, W1P and FPD of the two CPU-preset runs (mean ± std over seeds), the truth floor and the
 paper's Table 8 row beside them, over the seeds each run has finished; writes ``latent_source.json`` and
-``latent_source.md`` into OUT_DIR (default: next to this script).
+``latent_source.md`` into OUT_DIR (default: experiments/results/jetnet).
 
-    python experiments/results/jetnet/latent_source.py runs/cvae_mean runs/cvae_sample [OUT_DIR]
+    python -m experiments.jetnet_latent_source runs/cvae_mean runs/cvae_sample [OUT_DIR]
 """
 import json
 import sys
@@ -81,7 +81,7 @@ def markdown(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(mean_run: str, sample_run: str, out_dir: str = str(Path(__file__).parent)) -> None:
+def main(mean_run: str, sample_run: str, out_dir: str = str(Path(__file__).parent / "results" / "jetnet")) -> None:
     runs = [read_run(Path(mean_run)), read_run(Path(sample_run))]
     if [r["latent_source"] for r in runs] != ["mean", "sample"]:
         raise SystemExit("give the mean run, then the sample run")
