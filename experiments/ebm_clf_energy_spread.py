@@ -42,9 +42,7 @@ def main(argv=None) -> None:
     parser.add_argument("seed_dir", type=Path, help="a finished seed directory of experiments.ebm_clf")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    stored = json.loads((args.seed_dir / "config.json").read_text())
-    config = experiments.load("ebm_clf", "cpu", [f"{s}.{k}={json.dumps(v)}" for s, values in stored.items()
-                                                 if isinstance(values, dict) for k, v in values.items()])
+    config = experiments.load_recorded("ebm_clf", args.seed_dir)
     paths = {name: f.path for name, f in data_files(config).items()}
     trained = EXPERIMENT.load_seed(config, SeedJob(0, args.seed_dir, paths, progress=False))
     tests = read_test_sets(config.data, paths)
