@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR", help="a label and a variant directory")
     parser.add_argument("--out", type=Path, required=True, help="where curves.{png,md,json} go")
     args = parser.parse_args(argv)
-    pairs = [run.split("=", 1) for run in args.runs]
+    pairs = [run.rsplit("=", 1) for run in args.runs]  # labels may hold "=", paths do not
     if any(len(p) != 2 for p in pairs):
         raise SystemExit("each run must be LABEL=RUN_DIR")
     curves, configs = {}, {}

@@ -311,7 +311,7 @@ def _table3(summaries: dict[str, dict]) -> list[str]:
                 continue  # the plain EBM's logits were never trained to classify
             paper = PAPER_TABLE3.get((variant, score), ("", ""))
             sculpt = f"{_cell(s, key + '.sculpt_jsd_keep0.1')} ({_cell(s, key + '.sculpt_random_jsd_q95_keep0.1')})"
-            lines.append(f"| {VARIANT_LABELS[variant]} | {label} | {group} | {_cell(s, key + '.auc_top')} | "
+            lines.append(f"| {VARIANT_LABELS[variant]} | {label.replace('|', chr(92) + '|')} | {group} | {_cell(s, key + '.auc_top')} | "
                          f"{_cell(s, key + '.auc_h_hh_4b')} | {_cell(s, key + '.inv_eps_b_top')} | "
                          f"{_cell(s, key + '.inv_eps_b_h_hh_4b')} | {sculpt} | {paper[0]} | {paper[1]} |")
     return lines
