@@ -12,6 +12,12 @@ checkpoint to a temporary directory and renames it when complete, so a crash nev
 half-written checkpoint that looks finished. Saves are asynchronous: `wait_until_finished` blocks
 until they are on disk (`restore` and `close` call it).
 
+A process killed while saving leaves Orbax temporary directories (``<step>.orbax-checkpoint-tmp...``)
+and, when it died during the write of a best checkpoint, a best history without that step. `recover`
+(the training driver calls it on resume) removes the temporary directories and offers every periodic
+checkpoint that records ``best_metric`` but is missing from ``best/`` to the best checkpoints again, so
+the same step is selected as in an uninterrupted run.
+
 A checkpoint damaged later (a truncated or deleted array file, lost metadata) is skipped on restore
 with a warning: the newest readable periodic checkpoint is used, and for ``best=True`` the runner-up
 best one. When no best checkpoint is readable the error says which directory to delete.
@@ -30,6 +36,8 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _READ_ERRORS = (ValueError, OSError, KeyError)  # what Orbax / TensorStore raise on unreadable data
 _BEST_KEPT = 2  # best checkpoints kept: the runner-up stands in when the best one is damaged
+_TMP_MARK = ".orbax-checkpoint-tmp"  # in the name of a save Orbax has not finished
 
 
 class CheckpointError(ValueError):
@@ -107,6 +116,16 @@ def _stored_state_tree(manager: ocp.CheckpointManager, step: int):
     if metadata is None:
         raise FileNotFoundError(f"{manager.directory}/{step}/state: no array metadata")
     return metadata.tree
+
+
+def _remove_unfinished_saves(directory: str | os.PathLike) -> list[str]:
+    """Delete the Orbax temporary directories (saves cut short by a kill) directly under ``directory``;
+    returns their names. Only call it while no save into ``directory`` can be running."""
+    directory = Path(directory)
+    found = sorted(p for p in directory.iterdir() if _TMP_MARK in p.name) if directory.is_dir() else []
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return [path.name for path in found]
 
 
 def _item_handlers() -> dict:
@@ -178,13 +197,34 @@ class Checkpointer:
         meta = to_jsonable({"step": step, "data_position": data_position, "config": config,
                             "metrics": metrics, "key_impl": str(jax.random.key_impl(state.key)),
                             "extra": extra})
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)), meta=ocp.args.JsonSave(meta))
+        args = self._save_args(state, meta)
         self._delete_from(self._latest, step)
         self._latest.save(step, args=args, force=True)
         if self._best is not None and metrics is not None and self.best_metric in metrics:
             self._delete_from(self._best, step, only_equal=True)
             self._best.save(step, args=args, metrics=to_jsonable(metrics), force=True)
         return step
+
+    def recover(self, template: TrainState) -> list[int]:
+        """Finish what a killed save left (call before training resumes, while nothing else writes here):
+        remove unfinished saves (logged), then offer to ``best/`` each periodic checkpoint whose recorded
+        metrics rank it among the kept best but that ``best/`` lacks. Returns the steps added to ``best/``."""
+        self.wait_until_finished()
+        for manager in (self._latest, self._best):
+            if manager is not None and (removed := _remove_unfinished_saves(manager.directory)):
+                log.warning("removed unfinished checkpoint saves %s in %s", removed, manager.directory)
+        if self._best is None:
+            return []
+        missing = {step: meta for step, meta in self._periodic_metas().items()
+                   if step not in self._best.all_steps() and self.best_metric in (meta.get("metrics") or {})}
+        added = [step for step in self._best_of(missing) if step in missing]
+        for step in added:
+            state, meta = self.restore(template, step)
+            self._best.save(step, args=self._save_args(state, meta), metrics=meta["metrics"], force=True)
+            log.warning("best checkpoint of step %d was not saved (killed?): rebuilt from %s/%d",
+                        step, self._latest.directory, step)
+        self.wait_until_finished()
+        return added
 
     def restore(self, template: TrainState, step: int | None = None, *, best: bool = False) -> tuple[TrainState, dict]:
         """Restore into the shapes of ``template`` (a concrete or abstract `TrainState`).
@@ -234,6 +274,32 @@ class Checkpointer:
         for manager in (self._latest, self._best):
             if manager is not None:
                 manager.close()
+
+    @staticmethod
+    def _save_args(state: TrainState, meta: dict) -> ocp.args.Composite:
+        return ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)), meta=ocp.args.JsonSave(meta))
+
+    def _periodic_metas(self) -> dict[int, dict]:
+        """``{step: JSON entry}`` of the readable periodic checkpoints."""
+        metas = {}
+        for step in self._latest.all_steps():
+            try:
+                metas[step] = self._latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            except Exception as error:  # noqa: BLE001 - a damaged entry: restore skips it too
+                if _read_error(error) is None:
+                    raise
+        return metas
+
+    def _best_of(self, candidates: dict[int, dict]) -> list[int]:
+        """The ``_BEST_KEPT`` best steps among the kept best checkpoints and ``candidates`` (their JSON entries)."""
+        sign = 1.0 if self.best_mode == "min" else -1.0
+        values = {step: float(meta["metrics"][self.best_metric]) for step, meta in candidates.items()}
+        for step in self._best.all_steps():
+            try:
+                values[step] = float((self._best.metrics(step) or {})[self.best_metric])
+            except (*_READ_ERRORS, TypeError):
+                continue
+        return sorted(values, key=lambda step: (sign * values[step], -step))[:_BEST_KEPT]
 
     def _manager(self, best: bool) -> ocp.CheckpointManager:
         if best and self._best is None:

@@ -14,7 +14,8 @@ skipped rather than replayed, so a bad batch is not met again. Each rollback wri
 ``event = "rollback"`` and prints a line naming the step and the reason; when the budget is spent
 the driver writes ``event = "abort"`` and raises `TrainingDiverged`.
 
-Resume: rows of ``metrics.jsonl`` logged after the restored checkpoint's step (and a row cut short
+Resume: unfinished saves of a killed run are removed and a best checkpoint whose write was cut short is
+rebuilt from its periodic checkpoint (`Checkpointer.recover`); rows of ``metrics.jsonl`` logged after the restored checkpoint's step (and a row cut short
 by a crash) are dropped before the run goes on, so each step is logged once.
 """
 from __future__ import annotations
@@ -137,7 +138,9 @@ def _drop_rows_after(path: str, step: int) -> None:
 def _resume(ckpt: Checkpointer, template, state: TrainState, batches, health: HealthConfig,
             logger: MetricsLogger) -> tuple[TrainState, HealthMonitor]:
     """The newest checkpoint's state (and data position, when ``batches`` is given) if there is one;
-    the log loses the rows of the steps that will run again."""
+    the log loses the rows of the steps that will run again. Saves a kill cut short are finished or
+    removed first (`Checkpointer.recover`)."""
+    ckpt.recover(template)
     if ckpt.latest_step() is None:
         return state, HealthMonitor(health)
     state, meta = ckpt.restore(template)
