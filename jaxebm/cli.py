@@ -76,11 +76,13 @@ def _data_info(args) -> int:
 
 def _data_convert(args) -> int:
     """``jaxebm data convert``: a public layout into a schema file."""
-    from jaxebm.data.convert import convert
+    from jaxebm.data.convert import convert, detect_format
 
-    sample = convert(args.source, args.target, args.source_format, start=args.start, stop=args.stop,
-                     overwrite=args.overwrite)
-    print(f"wrote {len(sample.jets)} jets ({sample.attrs['source_format']} layout) to {args.target}")
+    if args.start < 0 or (args.stop is not None and args.stop <= args.start):
+        raise UsageError(f"--start must be >= 0 and --stop above it, got --start {args.start} --stop {args.stop}")
+    fmt = args.source_format or detect_format(args.source)
+    sample = convert(args.source, args.target, fmt, start=args.start, stop=args.stop, overwrite=args.overwrite)
+    print(f"wrote {len(sample.jets)} jets ({fmt} layout) to {args.target}")
     return 0
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import json
 from pathlib import Path
 from typing import Sequence
 
 from jaxebm.config import ConfigError, apply_overrides, from_dict, load_config
+from jaxebm.runs.records import read_json
 
 __all__ = ["EXPERIMENTS", "for_run", "get", "load", "load_recorded", "preset_path", "presets"]
 
@@ -70,7 +70,7 @@ def load(name: str, preset: str, overrides: Sequence[str] = ()):
 def load_recorded(name: str, run_dir: Path, overrides: Sequence[str] = ()):
     """The config recorded in ``run_dir/config.json`` with overrides applied (to resume or extend a run
     without repeating its settings)."""
-    recorded = json.loads((run_dir / "config.json").read_text())
+    recorded = read_json(run_dir / "config.json")
     return from_dict(get(name).config_class, apply_overrides(recorded, overrides))
 
 
@@ -79,11 +79,11 @@ def for_run(path: Path):
     class reads the recorded ``config.json``."""
     run_dir = path.parent if (path / "results.json").exists() or (path / "checkpoints").is_dir() else path
     if (run_dir / "run.json").is_file():
-        return get(json.loads((run_dir / "run.json").read_text())["experiment"])
+        return get(read_json(run_dir / "run.json")["experiment"])
     config_path = next((p for p in (run_dir / "config.json", path / "config.json") if p.is_file()), None)
     if config_path is None:
         raise ConfigError(f"{path} is not a run directory (no run.json or config.json)")
-    recorded = json.loads(config_path.read_text())
+    recorded = read_json(config_path)
     for name in EXPERIMENTS:
         try:
             from_dict(get(name).config_class, recorded)

@@ -4,7 +4,8 @@ An experiment is an `Experiment`: a config class and a few functions (data files
 trained seed, evaluate a seed, write the summary). Its config is a frozen dataclass with ``name``,
 ``seeds`` and a ``run`` section holding ``num_steps``. The runner owns everything else:
 
-1. validate the config (bad values refused before anything is written);
+1. validate the config (`jaxebm.config.check_config`, then the experiment's ``validate``: bad values,
+   non-finite ones included, refused before anything is written);
 2. lock ``<out>/.lock`` (a second writer is refused, naming the holder's pid);
 3. compare the command with the directory: a run made with another config is refused, naming each
    changed key, unless ``extend`` (only a larger ``run.num_steps`` or more seeds: finished seeds with
@@ -21,7 +22,6 @@ trained seed, evaluate a seed, write the summary). Its config is a frozen datacl
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from jaxebm.config import save_config, to_dict
+from jaxebm.config import check_config, save_config, to_dict
 from jaxebm.runs.data import DataFile, check_data_files, check_unchanged, make_missing, record_data_files
 from jaxebm.runs.errors import RunRefused
 from jaxebm.runs.lock import RunLock
@@ -206,7 +206,7 @@ def _record(out_dir: Path, experiment: Experiment, config, plan: Plan, files: di
         atomic_write_json(out_dir / "run.json", provenance(experiment.name, to_dict(config), record_data_files(files)))
     append_history(out_dir, plan.kind, changes=[list(c) for c in plan.changes],
                    continued=[list(c) for c in plan.continued])
-    return json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else None
+    return read_json(out_dir / "run.json")
 
 
 def seed_jobs(out_dir: Path, seeds, paths: dict[str, Path], progress: bool) -> list[SeedJob]:
@@ -220,7 +220,7 @@ def _run_seed(experiment: Experiment, config, job: SeedJob, say: Callable[[str],
     results_path = job.directory / "results.json"
     if results_path.exists():
         say(f"seed {job.seed}: finished, results reused from {results_path}")
-        return json.loads(results_path.read_text())
+        return read_json(results_path)
     job.directory.mkdir(parents=True, exist_ok=True)
     if changes_between(read_json(job.directory / "config.json") or {}, to_dict(config)):
         save_config(config, job.directory / "config.json")
@@ -235,6 +235,7 @@ def _run_seed(experiment: Experiment, config, job: SeedJob, say: Callable[[str],
 def run_experiment(experiment: Experiment, config, out_dir: Path, options: RunOptions = RunOptions()) -> dict:
     """Train and evaluate every seed of ``config`` into ``out_dir`` (see the module docstring); returns
     the experiment's summary."""
+    check_config(config)
     experiment.validate(config)
     out_dir = Path(out_dir)
     if options.mode in ("resume", "extend") and not out_dir.is_dir():

@@ -10,7 +10,6 @@ is what was trained.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -129,7 +128,7 @@ def report_runs(experiment: Experiment, paths: list[Path], out_dir: Path) -> dic
         if changes:
             raise RunRefused(f"{seed_dirs[0]} and {seed_dir} were trained with different configs, so one report "
                              f"cannot average them:\n{format_changes(changes)}")
-    per_seed = [json.loads((d / "results.json").read_text()) for d in seed_dirs]
+    per_seed = [read_json(d / "results.json") for d in seed_dirs]
     seeds = [r["seed"] for r in per_seed]
     if len(set(seeds)) != len(seeds):
         raise RunRefused(f"a seed appears twice among {', '.join(map(str, seed_dirs))}: seeds {seeds}")
