@@ -173,6 +173,42 @@ def test_a_damaged_run_record_is_named_without_a_traceback(capsys, tmp_path, dam
     assert code == 1 and f"{run / damaged} is damaged (not valid JSON" in err and "Traceback" not in err
 
 
+def test_train_help_lists_every_experiment_with_a_description_and_its_presets(capsys):
+    code, out, _ = run_cli(capsys, "train", "--help")
+    assert code == 0
+    for name in experiments.EXPERIMENTS:
+        line, presets = out.split(f"\n  {name} ")[1].splitlines()[:2]
+        assert line.strip() == experiments.DESCRIPTIONS[name]
+        assert presets.strip() == f"presets: {', '.join(experiments.presets(name))}"
+        assert experiments.presets(name) == sorted(p.stem for p in experiments.get(name).presets.glob("*.toml"))
+
+
+def test_sample_refuses_an_existing_out_file_before_any_work(capsys, tmp_path):
+    run = tmp_path / "run"
+    save_config(experiments.load("ebm", "smoke"), run / "config.json")
+    (run / "seed_0" / "checkpoints" / "latest" / "20").mkdir(parents=True)  # no pipeline.json: loading would fail
+    existing = tmp_path / "earlier.h5"
+    existing.write_bytes(b"earlier jets")
+    code, _, err = run_cli(capsys, "sample", run, "--num-jets", 4, "--out", existing)
+    assert code == 2 and f"{existing} exists: pass --overwrite" in err and "Traceback" not in err
+    assert existing.read_bytes() == b"earlier jets"
+
+
+def test_data_generate_help_names_itself_and_every_option_with_its_default(capsys):
+    code, out, _ = run_cli(capsys, "data", "generate", "--help")
+    assert code == 0 and out.startswith("usage: jaxebm data generate") and "python -m" not in out
+    options = [line for line in out.split("options:")[1].split("example:")[0].splitlines()
+               if line.lstrip().startswith("--")]
+    assert len(options) == 18 and "--jet-radius JET_RADIUS" in out and "anti-kT radius R (default: 0.8)" in out
+    assert " ".join(out.split()).count("(default: ") == 15  # every GenerationConfig field
+
+
+def test_data_generate_refuses_a_non_finite_radius_creating_nothing(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "data", "generate", "--jet-radius", "nan", "--out", tmp_path / "q.h5")
+    assert code == 2 and "jet_radius: must be a finite number, got nan" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_data_generate_delegates_to_the_generator(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "data", "generate", "--process", "qcd", "--num-jets", 3, "--quiet",
                            "--out", tmp_path / "q.h5")

@@ -230,11 +230,15 @@ def _exit_status_and_message(argv, capsys):
         (["--jet-radius", "-0.4"], "jet_radius: must be > 0"),
         (["--max-constituents", "0"], "max_constituents: must be > 0"),
         (["--jet-pt-min", "700"], "jet_pt_min, jet_pt_max"),
+        (["--jet-radius", "nan"], "jet_radius: must be a finite number, got nan"),
+        (["--jet-pt-max", "inf"], "jet_pt_max: must be a finite number, got inf"),
+        (["--center-of-mass-energy", "inf"], "center_of_mass_energy: must be a finite number, got inf"),
     ],
 )
 def test_command_line_names_each_bad_value_before_any_work(tmp_path, capsys, no_generation, flags, message):
     status, error = _exit_status_and_message(["--out", str(tmp_path / "jets.h5"), *flags], capsys)
     assert status == 2 and re.search(message, error)
+    assert len(error.strip().splitlines()) == 1 and "usage:" not in error  # one line, the usage only in --help
     assert os.listdir(tmp_path) == []
 
 
