@@ -114,7 +114,7 @@ def test_data_file_problems_exit_1_naming_the_file_and_how_to_regenerate(capsys,
     top.write_bytes(top.read_bytes()[:200])  # truncated
     code, _, err = run_cli(capsys, "train", "ebm", *tiny_args(tmp_path / "data"), "--out", tmp_path / "run")
     assert code == 1 and f"{top}" in err and "To regenerate it: delete" in err and "Traceback" not in err
-    assert not (tmp_path / "run" / "data_summary.json").exists() and not (tmp_path / "run" / "seed_0").exists()
+    assert not (tmp_path / "run").exists()  # not even the lock file of the refused command
     code, _, err = run_cli(capsys, "train", "ebm", *tiny_args(tmp_path / "data", **{"data.generator_seed": 7}),
                            "--out", tmp_path / "run")
     assert code == 1 and "qcd_train.h5 was made with other settings" in err and "seed: file 101, config 7" in err

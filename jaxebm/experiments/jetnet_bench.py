@@ -51,6 +51,7 @@ from jaxebm.models.convae import (
 from jaxebm.models.flows import LATENT_FLOW, PARTICLE_FLOW, RealNVP, RealNVPConfig
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import DataFile, Experiment, SeedJob
+from jaxebm.runs.records import atomic_write_json
 from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn, multiplicity_distribution
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.loop import LoopConfig, train_loop
@@ -275,7 +276,7 @@ def _momenta_sampler(sample_momenta: Callable, *params) -> Callable:
 def _convae_models(config, job: SeedJob, train_momenta: np.ndarray, train: bool) -> tuple[dict, dict]:
     """ConVAE, ConVAE + NF and NF samplers (only those in ``config.models``) and their training seconds."""
     scaler = MinMaxScaler.fit(train_momenta)
-    (job.directory / "scaler.json").write_text(json.dumps(scaler.to_dict()))
+    atomic_write_json(job.directory / "scaler.json", scaler.to_dict(), sort_keys=False)
     scaled = scaler.apply(train_momenta)
     samplers, seconds = {}, {}
     key = jax.random.key(job.seed)
@@ -344,7 +345,7 @@ def _ebm_model(config, job: SeedJob, train_sample: JetSample, train: bool) -> tu
     """The EBM sampler (features standardised over real training particles) and its training seconds."""
     features, mask = ebm_features(train_sample, train_sample.jets[:, 0]), train_sample.mask
     standardizer = Standardizer.fit(features, mask)
-    (job.directory / "ebm_standardizer.json").write_text(json.dumps(standardizer.to_dict()))
+    atomic_write_json(job.directory / "ebm_standardizer.json", standardizer.to_dict(), sort_keys=False)
     x = np.asarray(standardizer.apply(features, mask), np.float32)
     num_slots = x.shape[1]
     noise_fn = make_noise_fn(np.zeros(3), np.ones(3), num_slots, multiplicity_probs=multiplicity_distribution(mask))

@@ -179,7 +179,9 @@ def _aside_name(out_dir: Path) -> Path:
 @contextmanager
 def open_run_directory(out_dir: Path, *, replace_old: bool, say: Callable[[str], None] = print) -> Iterator[None]:
     """Hold ``out_dir``'s lock; with ``replace_old`` an existing run there is first renamed (under its lock)
-    to ``<out_dir>.replaced-<time>`` and a fresh directory is locked instead."""
+    to ``<out_dir>.replaced-<time>`` and a fresh directory is locked instead. A directory this call created
+    that holds nothing but the lock at the end (a refused command) is removed."""
+    created = not out_dir.exists()
     lock = RunLock(out_dir).acquire()
     try:
         if replace_old and RunState.read(out_dir).holds_run:
@@ -191,6 +193,9 @@ def open_run_directory(out_dir: Path, *, replace_old: bool, say: Callable[[str],
         yield
     finally:
         lock.release()
+        if created and out_dir.is_dir() and [p.name for p in out_dir.iterdir()] == [".lock"]:
+            (out_dir / ".lock").unlink()
+            out_dir.rmdir()
 
 
 def _record(out_dir: Path, experiment: Experiment, config, plan: Plan, files: dict[str, DataFile]) -> dict | None:

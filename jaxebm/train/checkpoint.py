@@ -128,6 +128,12 @@ def _remove_unfinished_saves(directory: str | os.PathLike) -> list[str]:
     return [path.name for path in found]
 
 
+def _save(manager: ocp.CheckpointManager, step: int, args: ocp.args.Composite, metrics: dict | None = None) -> None:
+    """Save ``step`` through ``manager``, creating its directory first."""
+    os.makedirs(os.fspath(manager.directory), exist_ok=True)
+    manager.save(step, args=args, metrics=metrics, force=True)
+
+
 def _item_handlers() -> dict:
     """Handlers of the two items, registered up front so a fresh manager can read metadata."""
     return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
@@ -137,7 +143,8 @@ class Checkpointer:
     """Periodic (last ``max_to_keep``) and best-by-metric checkpoints of a `TrainState`.
 
     Args:
-      directory: created if absent; holds ``latest/`` and ``best/``.
+      directory: holds ``latest/`` and ``best/``, each created at its first save (reading a seed without
+        checkpoints leaves nothing behind).
       max_to_keep: periodic checkpoints kept.
       best_metric: name in the ``metrics`` given to `save` that ranks the ``best/`` checkpoints
         (None: no best checkpoint). best_mode: "min" or "max".
@@ -153,7 +160,7 @@ class Checkpointer:
         self.best_mode = best_mode
         self._latest = ocp.CheckpointManager(
             os.path.join(self.directory, "latest"), item_handlers=_item_handlers(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False,
                                                  enable_async_checkpointing=is_async))
         self._best = None
         if best_metric is not None:
@@ -161,7 +168,7 @@ class Checkpointer:
                 self._best = ocp.CheckpointManager(
                     os.path.join(self.directory, "best"), item_handlers=_item_handlers(),
                     options=ocp.CheckpointManagerOptions(
-                        max_to_keep=_BEST_KEPT, create=True, best_fn=lambda metrics: float(metrics[best_metric]),
+                        max_to_keep=_BEST_KEPT, create=False, best_fn=lambda metrics: float(metrics[best_metric]),
                         best_mode=best_mode, keep_checkpoints_without_metrics=False,
                         enable_async_checkpointing=is_async))
             except _READ_ERRORS as error:  # e.g. a damaged metrics file, read when the manager starts
@@ -199,10 +206,10 @@ class Checkpointer:
                             "extra": extra})
         args = self._save_args(state, meta)
         self._delete_from(self._latest, step)
-        self._latest.save(step, args=args, force=True)
+        _save(self._latest, step, args)
         if self._best is not None and metrics is not None and self.best_metric in metrics:
             self._delete_from(self._best, step, only_equal=True)
-            self._best.save(step, args=args, metrics=to_jsonable(metrics), force=True)
+            _save(self._best, step, args, metrics=to_jsonable(metrics))
         return step
 
     def recover(self, template: TrainState) -> list[int]:
@@ -220,7 +227,7 @@ class Checkpointer:
         added = [step for step in self._best_of(missing) if step in missing]
         for step in added:
             state, meta = self.restore(template, step)
-            self._best.save(step, args=self._save_args(state, meta), metrics=meta["metrics"], force=True)
+            _save(self._best, step, self._save_args(state, meta), metrics=meta["metrics"])
             log.warning("best checkpoint of step %d was not saved (killed?): rebuilt from %s/%d",
                         step, self._latest.directory, step)
         self.wait_until_finished()

@@ -153,3 +153,11 @@ def test_recover_rebuilds_a_best_checkpoint_whose_write_was_killed(tiny, tmp_pat
         assert ckpt.recover(tiny.new_state()) == []  # nothing left to finish
     assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["2", "3"]
     assert sorted(p.name for p in (tmp_path / "latest").iterdir()) == ["1", "2", "3"]
+
+
+def test_reading_a_directory_without_checkpoints_creates_nothing(tiny, tmp_path):
+    with Checkpointer(tmp_path / "checkpoints", best_metric="val_loss") as ckpt:
+        assert ckpt.steps() == [] and ckpt.steps(best=True) == [] and ckpt.latest_step() is None
+        with pytest.raises(CheckpointError, match="no readable checkpoint"):
+            ckpt.restore(tiny.new_state(), best=True)
+    assert list(tmp_path.iterdir()) == []
