@@ -33,6 +33,7 @@ Example (command line)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import datetime
@@ -286,13 +287,34 @@ def select_jets(
     return kept
 
 
+@contextlib.contextmanager
+def _c_stdout_dropped():
+    """Point file descriptor 1 at /dev/null meanwhile: Pythia's and FastJet's own printout (banners,
+    initialisation tables) is written by C++ to it and would fill every log. Python's stdout is flushed first."""
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def generate_shard(
     config: GenerationConfig, worker_index: int, num_jets: int, progress_fn: Callable[[int], Any] | None = None
 ) -> Shard:
-    """Generate ``num_jets`` jets with the Pythia seed of ``worker_index``.
+    """Generate ``num_jets`` jets with the Pythia seed of ``worker_index``, without the generators' banners.
 
     ``progress_fn(n)`` is called with the number of jets each event added.
     """
+    with _c_stdout_dropped():
+        return _generate_shard(config, worker_index, num_jets, progress_fn)
+
+
+def _generate_shard(config: GenerationConfig, worker_index: int, num_jets: int,
+                    progress_fn: Callable[[int], Any] | None) -> Shard:
     pythia = make_pythia(pythia_settings(config, worker_seed(config.seed, worker_index)))
     jet_finder = make_jet_finder(config.jet_radius, config.jet_pt_min)
     constituents = np.zeros((num_jets, config.max_constituents, 4), np.float32)

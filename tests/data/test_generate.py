@@ -302,3 +302,14 @@ def test_workers_exit_when_the_parent_is_killed():
         for child in children:
             if _parent_pid(child) is not None:
                 os.kill(child, signal.SIGKILL)
+
+
+def test_generator_banners_stay_out_of_the_output(tmp_path):
+    """Pythia and FastJet print banners from C++ at their first use in a process: none reaches stdout."""
+    code = ("import sys; from jaxebm.cli import main; sys.exit(main(['data', 'generate', '--num-jets', '2', "
+            f"'--no-multiparton-interactions', '--out', {str(tmp_path / 'q.h5')!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"wrote 2 qcd jets from {read_jets(tmp_path / 'q.h5').attrs['num_events']} "
+                                          f"events to {tmp_path / 'q.h5'}"]
+    assert "FastJet" not in result.stderr and "PYTHIA" not in result.stderr
