@@ -175,6 +175,17 @@ def test_a_seed_counts_as_trained_to_its_newest_finished_checkpoint(toy):
     assert json.loads((out / "seed_0" / "results.step10.json").read_text())["num_steps"] == 10
 
 
+def test_a_resumed_seed_says_where_it_resumes(toy):
+    experiment, config, out = toy
+    experiment.fail_after_checkpoint = True
+    with pytest.raises(KeyboardInterrupt):
+        run(toy)
+    experiment.fail_after_checkpoint = False
+    lines = []
+    run_experiment(experiment.experiment(), config, out, RunOptions(progress=False, say=lines.append))
+    assert f"seed 0: resuming from its checkpoint of step 10, training to step 10 in {out / 'seed_0'}" in lines
+
+
 def test_the_config_stored_with_a_checkpoint_is_compared_on_resume(toy):
     experiment, _, out = toy
     experiment.fail_after_checkpoint = True

@@ -37,7 +37,7 @@ from jaxebm.runs.lock import RunLock
 from jaxebm.runs.records import (
     Change, append_history, atomic_write_json, changes_between, format_changes, provenance, read_json,
 )
-from jaxebm.runs.state import RunState
+from jaxebm.runs.state import RunState, trained_steps
 
 __all__ = ["MODES", "Experiment", "RunOptions", "SeedJob", "check_seed_records", "open_run_directory", "plan_run",
            "run_experiment", "seed_jobs"]
@@ -229,7 +229,9 @@ def _run_seed(experiment: Experiment, config, job: SeedJob, say: Callable[[str],
     job.directory.mkdir(parents=True, exist_ok=True)
     if changes_between(read_json(job.directory / "config.json") or {}, to_dict(config)):
         save_config(config, job.directory / "config.json")
-    say(f"seed {job.seed}: training to step {config.run.num_steps} in {job.directory}")
+    resumed_at = trained_steps(job.directory)
+    resuming = "" if resumed_at is None else f"resuming from its checkpoint of step {resumed_at}, "
+    say(f"seed {job.seed}: {resuming}training to step {config.run.num_steps} in {job.directory}")
     trained = experiment.train_seed(config, job)
     say(f"seed {job.seed}: evaluating")
     results = experiment.evaluate_seed(config, job, trained)
