@@ -273,6 +273,11 @@ def _momenta_sampler(sample_momenta: Callable, *params) -> Callable:
     return sample_fn
 
 
+def _announce(network: str, length: str, train: bool) -> None:
+    """A status line naming the network a seed trains (or reads back) next."""
+    print(f"  {network}: {'training ' + length + ' (resumes from its checkpoint)' if train else 'reading back'}")
+
+
 def _convae_models(config, job: SeedJob, train_momenta: np.ndarray, train: bool) -> tuple[dict, dict]:
     """ConVAE, ConVAE + NF and NF samplers (only those in ``config.models``) and their training seconds."""
     scaler = MinMaxScaler.fit(train_momenta)
@@ -282,6 +287,7 @@ def _convae_models(config, job: SeedJob, train_momenta: np.ndarray, train: bool)
     key = jax.random.key(job.seed)
 
     def vae_stage(name, section: ConVAESection):
+        _announce(name, f"{section.stage.num_epochs} epochs", train)
         vae = ConVAE(section.model)
         state = init_vae_state(jax.random.fold_in(key, len(seconds)), vae, section.stage.learning_rate)
         step = make_vae_step(vae, section.loss, scaler, section.stage.learning_rate) if train else None
@@ -290,6 +296,7 @@ def _convae_models(config, job: SeedJob, train_momenta: np.ndarray, train: bool)
         return vae, state.params
 
     def flow_stage(name, section: FlowSection, data: np.ndarray):
+        _announce(name, f"{section.stage.num_epochs} epochs", train)
         flow = _flow(section, data.shape[1])
         state = init_flow_state(jax.random.fold_in(key, 10 + len(seconds)), flow, section.stage.learning_rate)
         step = make_flow_step(flow, section.stage.learning_rate) if train else None
@@ -388,6 +395,7 @@ def _build(config: ExperimentConfig, job: SeedJob, train: bool) -> Trained:
     momenta = jets_to_momenta(train_sample.constituents, train_sample.mask, config.data.num_particles)
     samplers, seconds = _convae_models(config, job, momenta, train)
     if "ebm" in config.models:
+        _announce("ebm", f"to CD iteration {config.run.num_steps}", train)
         samplers["ebm"], seconds["ebm"] = _ebm_model(config, job, train_sample, train)
     return Trained(samplers, seconds)
 
@@ -423,8 +431,9 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     return results
 
 
-def sample(config: ExperimentConfig, trained: Trained, num_jets: int, seed: int) -> JetSample:
-    """``num_jets`` jets of ``config.run.sample_model`` as massless four-vectors (JetNet frame: jet at phi = 0)."""
+def sample(config: ExperimentConfig, trained: Trained, num_jets: int, seed: int, progress: bool = True) -> JetSample:
+    """``num_jets`` jets of ``config.run.sample_model`` as massless four-vectors (JetNet frame: jet at phi = 0);
+    ``progress`` is accepted for the runner's interface (the samplers show no bar)."""
     p4, mask = trained.samplers[config.run.sample_model](jax.random.key(seed), num_jets)
     p4 = np.where(mask[..., None], p4, 0.0).astype(np.float32)
     attrs = {"model": config.run.sample_model, "seed": seed, "jetnet_type": JETNET_TYPES[config.data.jet_type]}
