@@ -14,6 +14,10 @@ skipped rather than replayed, so a bad batch is not met again. Each rollback wri
 ``event = "rollback"`` and prints a line naming the step and the reason; when the budget is spent
 the driver writes ``event = "abort"`` and raises `TrainingDiverged`.
 
+Curves to watch: after each evaluation ``run_dir/plots/learning_curve.png`` is redrawn from ``metrics.jsonl``
+(training and validation rows, one panel per quantity), written atomically, so a long run can be followed
+with any image viewer.
+
 Resume: unfinished saves of a killed run are removed and a best checkpoint whose write was cut short is
 rebuilt from its periodic checkpoint (`Checkpointer.recover`); rows of ``metrics.jsonl`` logged after the restored checkpoint's step (and a row cut short
 by a crash) are dropped before the run goes on, so each step is logged once.
@@ -33,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxebm.train.checkpoint import Checkpointer
-from jaxebm.train.monitor import HealthConfig, HealthMonitor, MetricsLogger
+from jaxebm.train.monitor import HealthConfig, HealthMonitor, MetricsLogger, read_metrics
 from jaxebm.train.state import TrainState
 
 __all__ = ["LoopConfig", "TrainingDiverged", "train_loop"]
@@ -107,6 +111,14 @@ def _roll_back(ckpt: Checkpointer, template, metrics, monitor: HealthMonitor, lo
     tqdm.write(f"rollback at step {step}: {reason}; back to step {meta['step']} with learning-rate scale "
                f"{lr_scale:g} (rollback {monitor.num_rollbacks} of {monitor.config.max_rollbacks})")
     return state
+
+
+def _refresh_curves(metrics_path: str, figure_path: str) -> None:
+    """Redraw the training and validation rows of the metrics log into ``figure_path`` (atomically)."""
+    from jaxebm.plots import plot_training_curves
+
+    plot_training_curves([row for row in read_metrics(metrics_path) if row.get("event") in (None, "eval")],
+                         figure_path)
 
 
 def _is_kept_row(line: str, step: int) -> bool:
@@ -205,6 +217,7 @@ def train_loop(step_fn: Callable, state: TrainState, batches: Iterable, run_dir:
                 if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
                     eval_metrics = dict(eval_fn(state))
                     logger.log({"step": step, "event": "eval", **eval_metrics})
+                    _refresh_curves(logger.path, os.path.join(run_dir, "plots", "learning_curve.png"))
                 if eval_metrics is not None or step % config.checkpoint_every == 0:
                     save(state, eval_metrics)
                     saved_step = step
