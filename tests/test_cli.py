@@ -194,6 +194,18 @@ def test_sample_refuses_an_existing_out_file_before_any_work(capsys, tmp_path):
     assert existing.read_bytes() == b"earlier jets"
 
 
+def test_data_info_of_a_directory_says_so(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "data", "info", tmp_path)
+    assert code == 1 and f"{tmp_path} is a directory: give the jet files in it" in err
+    assert "errno" not in err.lower() and "Traceback" not in err
+
+
+def test_the_notebook_output_is_ignored_by_git():
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", "notebooks/quickstart_output/x.png"])
+    assert result.returncode == 0
+
+
 def test_data_generate_help_names_itself_and_every_option_with_its_default(capsys):
     code, out, _ = run_cli(capsys, "data", "generate", "--help")
     assert code == 0 and out.startswith("usage: jaxebm data generate") and "python -m" not in out

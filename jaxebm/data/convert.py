@@ -29,6 +29,10 @@ FORMATS = ("top-tagging", "jetnet", "jaxebm")
 
 def detect_format(path: str | os.PathLike) -> str:
     """The format of ``path`` (one of `FORMATS`), from the datasets it holds; `JetFileError` if none fits."""
+    if Path(path).is_dir():
+        raise JetFileError(f"{path} is a directory: give the jet files in it (e.g. {Path(path) / '*.h5'})")
+    if not Path(path).exists():
+        raise JetFileError(f"{path}: no such file")
     try:
         with h5py.File(path, "r") as file:
             names = set(file)

@@ -267,7 +267,8 @@ class Checkpointer:
             key = jax.random.wrap_key_data(restored.state.key, impl=meta["key_impl"])
             return restored.state.replace(key=key), meta
         message = f"no readable checkpoint among steps {candidates} in {manager.directory}"
-        raise CheckpointError(f"{message}. {self._best_recovery_hint()}" if best else message)
+        hint = self._best_recovery_hint() if best else self._latest_recovery_hint(step)
+        raise CheckpointError(f"{message}. {hint}")
 
     def wait_until_finished(self) -> None:
         """Block until every pending save is on disk."""
@@ -333,6 +334,13 @@ class Checkpointer:
         best_dir, latest_dir = os.path.join(self.directory, "best"), os.path.join(self.directory, "latest")
         return (f"To recover, delete the directory {best_dir} and rerun: training resumes from the periodic "
                 f"checkpoints in {latest_dir} and later evaluations select a new best")
+
+    def _latest_recovery_hint(self, step: int | None) -> str:
+        """What to do when the periodic checkpoints cannot be read."""
+        if step is not None:
+            return "Restore without a step to fall back to the newest readable checkpoint"
+        return (f"Every periodic checkpoint is damaged (the warnings above say how). Restore {self._latest.directory} "
+                f"from a copy, or delete the directory {self.directory} and rerun to train this seed from the start")
 
     def _delete_from(self, manager: ocp.CheckpointManager, step: int, *, only_equal: bool = False) -> None:
         """Delete saved steps ``== step`` (``only_equal``) or ``>= step``."""

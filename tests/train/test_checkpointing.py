@@ -161,3 +161,14 @@ def test_reading_a_directory_without_checkpoints_creates_nothing(tiny, tmp_path)
         with pytest.raises(CheckpointError, match="no readable checkpoint"):
             ckpt.restore(tiny.new_state(), best=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_every_periodic_checkpoint_damaged_says_what_to_do(tiny, tmp_path):
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(tiny.new_state())
+    delete_array_directory(tmp_path / "latest" / "0")
+    with Checkpointer(tmp_path) as ckpt, pytest.raises(CheckpointError) as error:
+        ckpt.restore(tiny.new_state())
+    assert "Every periodic checkpoint is damaged" in str(error.value)
+    assert f"delete the directory {tmp_path} and rerun to train this seed from the start" in str(error.value)
