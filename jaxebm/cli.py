@@ -14,7 +14,7 @@
 Exit codes: 0 done; 2 a usage error (an unknown option, experiment, preset or config key, a value of the
 wrong type or range, a run directory that needs --extend or --force), reported in one line without a
 traceback; 1 a failure while running (a locked run directory, a missing or corrupt data file, a diverged
-training). Progress bars appear on a terminal only and never with --quiet; status lines are plain text.
+training, an unexpected error). No error prints a traceback unless ``jaxebm --debug COMMAND`` asks for it. Progress bars appear on a terminal only and never with --quiet; status lines are plain text.
 Every command's ``--help`` ends with an example.
 """
 from __future__ import annotations
@@ -264,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxebm", description=__doc__.split("\n\n")[0],
                                      epilog="example:\n  jaxebm demo --quick",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True,
                                        metavar="{data,train,sample,evaluate,report,bench,demo}")
     _data_commands(subparsers)
@@ -307,10 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxebm: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - known errors become a message and an exit code
+    except Exception as error:  # noqa: BLE001 - errors become a message and an exit code
+        if args.debug:
+            raise
         code = _exit_code(error)
         if code is None:
-            raise
+            print(f"jaxebm {args.command}: unexpected error ({type(error).__name__}): {error}\n"
+                  f"Run `jaxebm --debug {args.command} ...` to see the traceback, and report it", file=sys.stderr)
+            return 1
         print(f"jaxebm {args.command}: error: {error}", file=sys.stderr)
         return code
 

@@ -108,6 +108,18 @@ def test_an_interrupt_exits_130_saying_how_to_resume(capsys, monkeypatch):
     assert code == 130 and "run the same command again to resume" in err and "Traceback" not in err
 
 
+def test_an_unexpected_error_exits_1_and_shows_its_traceback_only_with_debug(capsys, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(experiments, "load", broken)
+    code, _, err = run_cli(capsys, "train", "ebm")
+    assert code == 1 and "unexpected error (RuntimeError): boom" in err and "jaxebm --debug train" in err
+    assert "Traceback" not in err
+    with pytest.raises(RuntimeError, match="boom"):
+        run_cli(capsys, "--debug", "train", "ebm")
+
+
 def test_data_file_problems_exit_1_naming_the_file_and_how_to_regenerate(capsys, tmp_path):
     tiny_data(tmp_path / "data")
     top = tmp_path / "data" / "top_test.h5"
