@@ -94,7 +94,8 @@ def sample_run(experiment: Experiment, path: Path, num_jets: int, *, seed: int |
     chosen = trained_seeds[0] if seed is None else seed
     if chosen not in trained_seeds:
         raise RunError(f"{state.directory}: seed {chosen} has no checkpoint (trained seeds: {trained_seeds})")
-    job = SeedJob(chosen, state.directory / f"seed_{chosen}", {}, progress)
+    paths = {name: data_file.path for name, data_file in experiment.data_files(config).items()}
+    job = SeedJob(chosen, state.directory / f"seed_{chosen}", paths, progress)  # some experiments re-read their data
     out = out or job.directory / f"generated_{num_jets}.h5"
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
