@@ -247,6 +247,7 @@ def _train_network(directory: Path, state, step_fn: Callable | None, data: np.nd
         done = int(state.step) // steps_per_epoch
         if step_fn is None or done >= stage.num_epochs:
             return state, 0.0
+        directory.mkdir(parents=True, exist_ok=True)  # checkpoints appear at the first save only
         for epoch in tqdm(range(done, stage.num_epochs), desc=directory.name, unit="epoch", disable=not progress,
                           initial=done, total=stage.num_epochs):
             state, history = fit(step_fn, state, data, batch_size=stage.batch_size, num_epochs=1,
