@@ -59,7 +59,8 @@ from jaxebm.data.hidden_valley import DARK_QUARK, hidden_valley_settings
 from jaxebm.data.io import JetSample, write_jets
 
 __all__ = [
-    "PROCESSES", "GenerationConfig", "OutputPathError", "ProcessCard", "Shard", "check_output_path", "generate_jets",
+    "PROCESSES", "GenerationConfig", "OutputPathError", "ProcessCard", "Shard", "build_parser", "check_output_path",
+    "generate_jets",
     "generate_shard", "make_jet_finder", "make_pythia", "pythia_settings", "select_jets", "worker_quotas",
     "worker_seed",
 ]
