@@ -14,7 +14,7 @@
 Exit codes: 0 done; 2 a usage error (an unknown option, experiment, preset or config key, a value of the
 wrong type or range, a run directory that needs --extend or --force), reported in one line without a
 traceback; 1 a failure while running (a locked run directory, a missing or corrupt data file, a diverged
-training). Progress bars appear on a terminal only and never with --quiet; status lines are plain text.
+training, an unexpected error). No error prints a traceback unless ``jaxebm --debug COMMAND`` asks for it. Progress bars appear on a terminal only and never with --quiet; status lines are plain text.
 Every command's ``--help`` ends with an example.
 """
 from __future__ import annotations
@@ -43,15 +43,14 @@ def _mode(args) -> str:
 
 
 def _data_generate(args) -> int:
-    """``jaxebm data generate``: python -m jaxebm.data.generate with the same options."""
+    """``jaxebm data generate``: the generator's command line (`jaxebm.data.generate.build_parser`)."""
     from jaxebm.data import generate
 
-    if {"-h", "--help"} & set(args.rest):
-        print("usage: jaxebm data generate [options]  (the options of python -m jaxebm.data.generate, below)\n\n"
-              "example: jaxebm data generate --process top --num-jets 10000 --jet-radius 1.0 --workers 2 "
-              "--seed 1 --out data/top.h5\n")
-    generate.main(args.rest)
+    generate.main(args.rest, generate.build_parser("jaxebm data generate", f"example:\n  {_GENERATE_EXAMPLE}"))
     return 0
+
+
+_GENERATE_EXAMPLE = "jaxebm data generate --process top --num-jets 10000 --jet-radius 1.0 --workers 2 --out data/top.h5"
 
 
 def _data_info(args) -> int:
@@ -76,11 +75,13 @@ def _data_info(args) -> int:
 
 def _data_convert(args) -> int:
     """``jaxebm data convert``: a public layout into a schema file."""
-    from jaxebm.data.convert import convert
+    from jaxebm.data.convert import convert, detect_format
 
-    sample = convert(args.source, args.target, args.source_format, start=args.start, stop=args.stop,
-                     overwrite=args.overwrite)
-    print(f"wrote {len(sample.jets)} jets ({sample.attrs['source_format']} layout) to {args.target}")
+    if args.start < 0 or (args.stop is not None and args.stop <= args.start):
+        raise UsageError(f"--start must be >= 0 and --stop above it, got --start {args.start} --stop {args.stop}")
+    fmt = args.source_format or detect_format(args.source)
+    sample = convert(args.source, args.target, fmt, start=args.start, stop=args.stop, overwrite=args.overwrite)
+    print(f"wrote {len(sample.jets)} jets ({fmt} layout) to {args.target}")
     return 0
 
 
@@ -106,7 +107,7 @@ def _sample(args) -> int:
     from jaxebm.runs.trained import sample_run
 
     out = sample_run(experiments.for_run(args.run), args.run, args.num_jets, seed=args.seed, rng=args.rng,
-                     out=args.out, progress=_progress(args))
+                     out=args.out, progress=_progress(args), overwrite=args.overwrite)
     print(f"wrote {args.num_jets} generated jets to {out}")
     return 0
 
@@ -162,9 +163,10 @@ def _demo(args) -> int:
     return _train(args)
 
 
-def _command(subparsers, name: str, handler, help_text: str, example: str, **kwargs) -> argparse.ArgumentParser:
-    """A subcommand parser whose help ends with ``example``."""
-    parser = subparsers.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+def _command(subparsers, name: str, handler, help_text: str, example: str, *, more: str = "",
+             **kwargs) -> argparse.ArgumentParser:
+    """A subcommand parser whose help ends with ``more`` and ``example``."""
+    parser = subparsers.add_parser(name, help=help_text, description=help_text, epilog=f"{more}example:\n  {example}",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
     parser.set_defaults(handler=handler)
     return parser
@@ -183,17 +185,16 @@ def _data_commands(subparsers) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="{generate,info,convert}")
     generate = _command(data_commands, "generate", _data_generate, "Pythia 8 + FastJet jets into a schema file",
-                        "jaxebm data generate --process top --num-jets 10000 --jet-radius 1.0 --out data/top.h5",
-                        add_help=False)
-    generate.set_defaults(passthrough=True)  # every option goes to python -m jaxebm.data.generate
+                        _GENERATE_EXAMPLE, add_help=False)
+    generate.set_defaults(passthrough=True)  # every option goes to jaxebm.data.generate.build_parser
     info = _command(data_commands, "info", _data_info, "jets, slots, labels, pT / mass / multiplicity, provenance",
                     "jaxebm data info runs/data/ebm_r10/qcd_train.h5")
     info.add_argument("files", nargs="+", type=Path, help="jet files (schema, top-tagging or JetNet layout)")
     info.add_argument("--json", action="store_true", help="one JSON object per file")
     convert = _command(data_commands, "convert", _data_convert, "public top-tagging / JetNet files into the schema",
                        "jaxebm data convert train.h5 data/top_tagging_train.h5 --stop 100000")
-    convert.add_argument("source", type=Path)
-    convert.add_argument("target", type=Path)
+    convert.add_argument("source", type=Path, help="jet file in one of the layouts of --from")
+    convert.add_argument("target", type=Path, help="schema file to write (never the source)")
     convert.add_argument("--from", dest="source_format", choices=("top-tagging", "jetnet", "jaxebm"),
                          help="layout of SOURCE (default: detected from its datasets)")
     convert.add_argument("--start", type=int, default=0, help="first jet (default 0)")
@@ -201,33 +202,48 @@ def _data_commands(subparsers) -> None:
     convert.add_argument("--overwrite", action="store_true", help="replace an existing TARGET")
 
 
+def _experiment_list() -> str:
+    """A line per experiment: name, what it is, its presets (for ``jaxebm train --help``)."""
+    from jaxebm import experiments
+
+    width = max(map(len, experiments.EXPERIMENTS))
+    return "experiments (jaxebm train NAME --preset PRESET):\n" + "".join(
+        f"  {name:<{width}}  {experiments.DESCRIPTIONS[name]}\n  {'':<{width}}  presets: "
+        f"{', '.join(experiments.presets(name))}\n" for name in experiments.EXPERIMENTS) + "\n"
+
+
 def _run_commands(subparsers) -> None:
     """``jaxebm train | sample | evaluate | report | bench | demo``."""
+    from jaxebm import experiments
+
     train = _command(subparsers, "train", _train, "train and evaluate an experiment's seeds into a run directory",
-                     "jaxebm train ebm --preset cpu --seeds 0 --set run.num_steps=600 --out runs/ebm_600")
-    train.add_argument("experiment", help="experiment name (ebm)")
+                     "jaxebm train ebm --preset cpu --seeds 0 --set run.num_steps=600 --out runs/ebm_600",
+                     more=_experiment_list())
+    train.add_argument("experiment", help=f"experiment name: {', '.join(experiments.EXPERIMENTS)} (below)")
     train.add_argument("--preset", help="preset name or a .toml path (default: the config recorded in --out, "
                        "to resume or extend a run without repeating it; else cpu)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override one config value (repeatable)")
-    train.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
+                       help="override one config value (repeatable; default: none)")
+    train.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds (default: the preset's)")
     train.add_argument("--out", type=Path, help="run directory (default runs/<experiment>/<preset name>)")
     mode = train.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="require an existing run with the same config")
+    mode.add_argument("--resume", action="store_true", help="require an existing run with the same config "
+                      "(default: resume one if --out holds it, else start one)")
     mode.add_argument("--extend", action="store_true", help="continue a run: a larger run.num_steps, more seeds")
     mode.add_argument("--force", action="store_true", help="new run; an old one in --out is renamed, not deleted")
     _add_quiet(train)
     sample = _command(subparsers, "sample", _sample, "generate jets from a trained run's selected checkpoint",
                       "jaxebm sample runs/demo --num-jets 1000 --out runs/demo/generated.h5")
     sample.add_argument("run", type=Path, help="run directory or seed directory")
-    sample.add_argument("--num-jets", type=int, required=True)
+    sample.add_argument("--num-jets", type=int, required=True, help="jets to generate (required)")
     sample.add_argument("--out", type=Path, help="schema file (default <seed dir>/generated_<N>.h5)")
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sample.add_argument("--seed", type=int, help="which trained seed of RUN (default: the first)")
     sample.add_argument("--rng", type=int, default=0, help="PRNG seed of the chains (default 0)")
     _add_quiet(sample)
     evaluate = _command(subparsers, "evaluate", _evaluate, "evaluate a run's trained seeds again, then its report",
                         "jaxebm evaluate runs/demo")
-    evaluate.add_argument("run", type=Path)
+    evaluate.add_argument("run", type=Path, help="run directory")
     _add_quiet(evaluate)
     report = _command(subparsers, "report", _report, "markdown report with plots over one run or a seed sweep",
                       "jaxebm report runs/ebm_s0 runs/ebm_s1/seed_1 --out runs/ebm_sweep")
@@ -248,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxebm", description=__doc__.split("\n\n")[0],
                                      epilog="example:\n  jaxebm demo --quick",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True,
                                        metavar="{data,train,sample,evaluate,report,bench,demo}")
     _data_commands(subparsers)
@@ -291,10 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxebm: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - known errors become a message and an exit code
+    except Exception as error:  # noqa: BLE001 - errors become a message and an exit code
+        if args.debug:
+            raise
         code = _exit_code(error)
         if code is None:
-            raise
+            print(f"jaxebm {args.command}: unexpected error ({type(error).__name__}): {error}\n"
+                  f"Run `jaxebm --debug {args.command} ...` to see the traceback, and report it", file=sys.stderr)
+            return 1
         print(f"jaxebm {args.command}: error: {error}", file=sys.stderr)
         return code
 

@@ -6,12 +6,21 @@
 Unknown keys (with the closest known key suggested), wrong sections, values of the wrong type
 (``run.num_steps = 20.5`` for an ``int``) and unparsable overrides raise `ConfigError` naming them, so
 a typo in a preset never silently falls back to a default. Ints are accepted where a float is expected.
+
+One range checker (`check_value`, `check_config`) covers every experiment's config: each float, in any
+section, must be finite unless its field declares ``metadata={"finite": False}``; keys named like a
+learning rate, a batch size or an epoch count (`POSITIVE_NAMES`, also with a prefix such as ``ae_lr``,
+``cov_batch_size``) must be > 0, and sampler step sizes and noise scales (`NON_NEGATIVE_NAMES`, e.g.
+``z_step_size``) >= 0. `from_dict` applies it to every value it is given, before the
+config classes are built, and the runner to the whole config before any file is written, so ``inf`` or
+``nan`` is refused naming the key.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
+import math
 import os
 import tomllib
 import types
@@ -20,8 +29,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load_config", "save_config", "check_seeds",
-           "require_positive"]
+__all__ = ["ConfigError", "NON_NEGATIVE_NAMES", "POSITIVE_NAMES", "from_dict", "to_dict", "apply_overrides", "load_config", "save_config",
+           "check_config", "check_seeds", "check_value", "require_positive"]
+
+POSITIVE_NAMES = ("lr", "learning_rate", "batch_size", "num_epochs")
+NON_NEGATIVE_NAMES = ("step_size", "noise_scale")
 
 
 class ConfigError(ValueError):
@@ -80,6 +92,36 @@ def _typed(value, annotation, path: str):
     raise ConfigError(f"{path!r} expects {_type_name(annotation)}, got {value!r} ({type(value).__name__})")
 
 
+def _named(name: str, bases: Sequence[str]) -> bool:
+    """Whether key ``name`` (the last part of a dotted key) is one of ``bases``, bare or with a prefix."""
+    return any(name == base or name.endswith(f"_{base}") for base in bases)
+
+
+def check_value(path: str, value, *, finite: bool = True) -> None:
+    """`ConfigError` naming ``path`` when ``value`` (or an item of a tuple) is a non-finite float (unless
+    ``finite`` is False), not > 0 under a name of `POSITIVE_NAMES`, or < 0 under one of `NON_NEGATIVE_NAMES`."""
+    name = path.rpartition(".")[2]
+    for item in value if isinstance(value, tuple) else (value,):
+        if finite and isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{path!r} must be a finite number, got {item}")
+        if not isinstance(item, int | float) or isinstance(item, bool):
+            continue
+        if _named(name, POSITIVE_NAMES) and not item > 0:
+            raise ConfigError(f"{path!r} must be > 0, got {item}")
+        if _named(name, NON_NEGATIVE_NAMES) and not item >= 0:
+            raise ConfigError(f"{path!r} must be >= 0, got {item}")
+
+
+def check_config(config, where: str = "") -> None:
+    """`check_value` on every field of the config dataclass ``config`` and of its sections."""
+    for spec in dataclasses.fields(config):
+        value, path = getattr(config, spec.name), f"{where}.{spec.name}" if where else spec.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_config(value, path)
+        else:
+            check_value(path, value, finite=spec.metadata.get("finite", True))
+
+
 def _unknown_keys_message(unknown: list[str], known: list[str], where: str) -> str:
     """Names the unknown keys, the closest known one for each, and all known keys."""
     hints = [f"{key!r} -> did you mean {close[0]!r}?" for key in unknown
@@ -93,6 +135,7 @@ def from_dict(cls, data: Mapping[str, Any], *, where: str = ""):
     if not isinstance(data, Mapping):
         raise ConfigError(f"config section {where or cls.__name__!r} must be a table, got {type(data).__name__}")
     types_by_name = _field_types(cls)
+    finite = {spec.name: spec.metadata.get("finite", True) for spec in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(types_by_name))
     if unknown:
         raise ConfigError(_unknown_keys_message(unknown, sorted(types_by_name), where or cls.__name__))
@@ -104,8 +147,11 @@ def from_dict(cls, data: Mapping[str, Any], *, where: str = ""):
             raise ConfigError(f"{path!r} is not a section: it takes a value, got a table")
         if nested is not None and not isinstance(value, Mapping) and value is not None:
             raise ConfigError(f"{path!r} is a section: it takes a table, got {value!r}")
-        kwargs[name] = (from_dict(nested, value, where=path) if isinstance(value, Mapping)
-                        else _typed(_coerce(value), types_by_name[name], path))
+        if isinstance(value, Mapping):
+            kwargs[name] = from_dict(nested, value, where=path)
+        else:
+            kwargs[name] = _typed(_coerce(value), types_by_name[name], path)
+            check_value(path, kwargs[name], finite=finite[name])
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -166,11 +212,12 @@ def save_config(config, path: str | os.PathLike) -> None:
 
 
 def require_positive(section: str, config, names: Sequence[str]) -> None:
-    """ValueError naming ``section.name`` for the first of ``names`` whose value on ``config`` is not > 0
-    (the range check of the experiments' config sections)."""
+    """ValueError naming ``section.name`` for the first of ``names`` whose value on ``config`` is not a finite
+    number > 0 (the range check of the experiments' config sections)."""
     for name in names:
-        if not getattr(config, name) > 0:
-            raise ValueError(f"{section}.{name} must be > 0, got {getattr(config, name)}")
+        value = getattr(config, name)
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{section}.{name} must be {'> 0' if not value > 0 else 'finite'}, got {value}")
 
 
 def check_seeds(seeds: Sequence[int]) -> None:

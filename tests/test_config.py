@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from jaxebm.config import ConfigError, load_config, save_config, to_dict
+from jaxebm.config import ConfigError, check_config, check_value, from_dict, load_config, save_config, to_dict
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,31 @@ def test_ints_widen_to_float_and_unknown_keys_get_the_closest_suggestion():
     assert load_config(Outer, None, ["lr=1"]).lr == 1.0 and isinstance(load_config(Outer, None, ["lr=1"]).lr, float)
     with pytest.raises(ConfigError, match=re.escape("('widht' -> did you mean 'width'?); known: ['name', 'sizes'")):
         load_config(Outer, None, ["inner.widht=3"])
+
+
+@dataclass(frozen=True)
+class Sampler:
+    z_step_size: float = 0.1
+    batch_size: int = 4
+    cut: float = field(default=float("inf"), metadata={"finite": False})  # declared: may be infinite
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("lr=inf", "'lr' must be a finite number, got inf"),
+    ("lr=nan", "'lr' must be a finite number, got nan"),
+    ("lr=0", "'lr' must be > 0, got 0"),
+])
+def test_one_range_checker_refuses_non_finite_values_and_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(Outer, None, [override])
+
+
+def test_range_rules_follow_the_key_name_and_a_field_may_allow_infinity():
+    assert from_dict(Sampler, {"cut": float("inf")}).cut == float("inf")
+    check_config(Sampler())
+    with pytest.raises(ConfigError, match=re.escape("'z_step_size' must be >= 0, got -1.0")):
+        from_dict(Sampler, {"z_step_size": -1.0})
+    with pytest.raises(ConfigError, match=re.escape("'sampler.batch_size' must be > 0, got 0")):
+        check_config(Sampler(batch_size=0), "sampler")
+    with pytest.raises(ConfigError, match=re.escape("'inner.width' must be a finite number")):
+        check_value("inner.width", float("nan"))

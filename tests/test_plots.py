@@ -91,3 +91,23 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, 
         plots.plot_training_curves(rows[:5], path)
     assert path.read_bytes() == previous
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_a_failed_learning_curve_write_keeps_the_previous_figure(tmp_path, monkeypatch):
+    from jaxebm.experiments.learning_curve import plot_learning_curves
+
+    curve = {"step": [10, 20], "val_jsd_mass": [0.3, 0.2], "val_jsd_pt": [0.3, 0.2],
+             "val_jsd_m_over_pt": [0.3, 0.2], "val_distance": [2.0, 1.0], "val_distance_err": [0.1, 0.1]}
+    path = tmp_path / "learning_curve.png"
+    plot_learning_curves({"smoke": {"run": curve}}, {}, path)
+    previous = path.read_bytes()
+
+    def fail(self, fname, **kwargs):
+        with open(fname, "wb") as handle:
+            handle.write(previous[: len(previous) // 2])
+        raise OSError(28, "No space left on device (simulated)")
+
+    monkeypatch.setattr(Figure, "savefig", fail)
+    with pytest.raises(OSError, match="No space left"):
+        plot_learning_curves({"smoke": {"run": curve}}, {}, path)
+    assert path.read_bytes() == previous and [p.name for p in tmp_path.iterdir()] == ["learning_curve.png"]

@@ -14,6 +14,8 @@ import pytest
 from jaxebm.config import to_dict
 from jaxebm.runs import DataFile, DataFileMismatch, Experiment, RunLock, RunLocked, RunOptions, RunRefused
 from jaxebm.runs import run_experiment
+from jaxebm.runs.runner import check_seed_records
+from jaxebm.runs.state import RunState
 from jaxebm.runs.trained import evaluate_run, report_runs
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.state import TrainState
@@ -158,6 +160,30 @@ def test_fewer_steps_than_trained_are_refused(toy):
         recorded.unlink()
     with pytest.raises(RunRefused, match=r"trained for 10 steps, more than run\.num_steps = 5"):
         run(toy, run=ToyRun(5))
+
+
+def test_a_seed_counts_as_trained_to_its_newest_finished_checkpoint(toy):
+    _, config, out = toy
+    run(toy)
+    latest = out / "seed_0" / "checkpoints" / "latest"
+    for name in ("2", "7", "40.orbax-checkpoint-tmp-1"):  # older periodic checkpoints, an unfinished later save
+        (latest / name).mkdir()
+    assert RunState.read(out).seeds[0].trained_steps == 10
+    with pytest.raises(RunRefused, match=r"trained for 10 steps, more than run\.num_steps = 9"):
+        check_seed_records(RunState.read(out), to_dict(dataclasses.replace(config, run=ToyRun(9))))
+    run(toy, mode="extend", run=ToyRun(20))
+    assert json.loads((out / "seed_0" / "results.step10.json").read_text())["num_steps"] == 10
+
+
+def test_a_resumed_seed_says_where_it_resumes(toy):
+    experiment, config, out = toy
+    experiment.fail_after_checkpoint = True
+    with pytest.raises(KeyboardInterrupt):
+        run(toy)
+    experiment.fail_after_checkpoint = False
+    lines = []
+    run_experiment(experiment.experiment(), config, out, RunOptions(progress=False, say=lines.append))
+    assert f"seed 0: resuming from its checkpoint of step 10, training to step 10 in {out / 'seed_0'}" in lines
 
 
 def test_the_config_stored_with_a_checkpoint_is_compared_on_resume(toy):

@@ -29,6 +29,10 @@ FORMATS = ("top-tagging", "jetnet", "jaxebm")
 
 def detect_format(path: str | os.PathLike) -> str:
     """The format of ``path`` (one of `FORMATS`), from the datasets it holds; `JetFileError` if none fits."""
+    if Path(path).is_dir():
+        raise JetFileError(f"{path} is a directory: give the jet files in it (e.g. {Path(path) / '*.h5'})")
+    if not Path(path).exists():
+        raise JetFileError(f"{path}: no such file")
     try:
         with h5py.File(path, "r") as file:
             names = set(file)
@@ -57,7 +61,12 @@ def convert(source: str | os.PathLike, target: str | os.PathLike, fmt: str | Non
             stop: int | None = None, overwrite: bool = False) -> JetSample:
     """Write jets ``[start, stop)`` of ``source`` (format ``fmt`` or detected) to ``target`` in the schema,
     atomically; the attributes record the source and the converter. Refuses to replace an existing
-    ``target`` unless ``overwrite`` (`FileExistsError`). Returns the sample written."""
+    ``target`` unless ``overwrite``, and ``target`` being ``source`` always (`FileExistsError`); a
+    ``start`` below 0 or a ``stop`` not above it is a `ValueError`. Returns the sample written."""
+    if start < 0 or (stop is not None and stop <= start):
+        raise ValueError(f"the rows [start, stop) must have 0 <= start < stop, got start {start}, stop {stop}")
+    if Path(target).exists() and Path(target).samefile(source):
+        raise FileExistsError(f"{target} is the source file itself: write the converted jets to another target")
     if Path(target).exists() and not overwrite:
         raise FileExistsError(f"{target} exists: pass --overwrite to replace it, or choose another target")
     sample = read_any(source, fmt, start, stop)

@@ -33,10 +33,12 @@ Example (command line)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import datetime
 import importlib.metadata
+import math
 import multiprocessing
 import os
 import queue
@@ -57,13 +59,31 @@ from jaxebm.data.hidden_valley import DARK_QUARK, hidden_valley_settings
 from jaxebm.data.io import JetSample, write_jets
 
 __all__ = [
-    "PROCESSES", "GenerationConfig", "OutputPathError", "ProcessCard", "Shard", "check_output_path", "generate_jets",
+    "PROCESSES", "GenerationConfig", "OutputPathError", "ProcessCard", "Shard", "build_parser", "check_output_path",
+    "generate_jets",
     "generate_shard", "make_jet_finder", "make_pythia", "pythia_settings", "select_jets", "worker_quotas",
     "worker_seed",
 ]
 
 _MAX_PYTHIA_SEED = 900_000_000
 _CLI_ALIASES = {"num_workers": ("--workers",), "extra_pythia_settings": ("--pythia",)}
+_CLI_HELP = {  # one line per GenerationConfig field
+    "process": "hard process (jets of a decaying resonance are matched to it)",
+    "num_jets": "jets to write",
+    "seed": "run seed (each worker's Pythia seed derives from it)",
+    "num_workers": "Pythia processes in parallel",
+    "jet_radius": "anti-kT radius R",
+    "jet_pt_min": "lowest jet pT kept [GeV]",
+    "jet_pt_max": "jet pT kept below this [GeV]",
+    "jet_abs_eta_max": "jets kept with |eta| below this",
+    "pt_hat_min": "lowest pT of the hard process [GeV]",
+    "pt_hat_max": "highest pT of the hard process [GeV]",
+    "max_constituents": "constituents stored per jet (the hardest)",
+    "center_of_mass_energy": "pp collision energy [GeV]",
+    "multiparton_interactions": "the underlying event (multiparton interactions)",
+    "extra_pythia_settings": "one Pythia setting per flag, read after the process card (repeatable)",
+    "max_events_without_jet": "stop with an error after this many events in a row without a kept jet",
+}
 _HADRONIC_W = ("24:onMode = off", "24:onIfAny = 1 2 3 4 5")
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _PARENT_POLL_SECONDS = 0.5
@@ -188,6 +208,10 @@ class GenerationConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{field.name}: must be a finite number, got {value}")
 
 
 class Shard(NamedTuple):
@@ -264,13 +288,34 @@ def select_jets(
     return kept
 
 
+@contextlib.contextmanager
+def _c_stdout_dropped():
+    """Point file descriptor 1 at /dev/null meanwhile: Pythia's and FastJet's own printout (banners,
+    initialisation tables) is written by C++ to it and would fill every log. Python's stdout is flushed first."""
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def generate_shard(
     config: GenerationConfig, worker_index: int, num_jets: int, progress_fn: Callable[[int], Any] | None = None
 ) -> Shard:
-    """Generate ``num_jets`` jets with the Pythia seed of ``worker_index``.
+    """Generate ``num_jets`` jets with the Pythia seed of ``worker_index``, without the generators' banners.
 
     ``progress_fn(n)`` is called with the number of jets each event added.
     """
+    with _c_stdout_dropped():
+        return _generate_shard(config, worker_index, num_jets, progress_fn)
+
+
+def _generate_shard(config: GenerationConfig, worker_index: int, num_jets: int,
+                    progress_fn: Callable[[int], Any] | None) -> Shard:
     pythia = make_pythia(pythia_settings(config, worker_seed(config.seed, worker_index)))
     jet_finder = make_jet_finder(config.jet_radius, config.jet_pt_min)
     constituents = np.zeros((num_jets, config.max_constituents, 4), np.float32)
@@ -472,23 +517,39 @@ def _provenance(config: GenerationConfig, num_events: int) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: one option per ``GenerationConfig`` field, plus ``--out``, ``--overwrite`` and
-    ``--quiet``. Bad values and unusable output paths exit with status 2 before any event is made."""
-    parser = argparse.ArgumentParser(prog="python -m jaxebm.data.generate", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="output HDF5 path (written atomically)")
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is in ``--help``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(prog: str = "python -m jaxebm.data.generate", epilog: str | None = None) -> argparse.ArgumentParser:
+    """The options: one per ``GenerationConfig`` field (help text and default), ``--out``, ``--overwrite``, ``--quiet``."""
+    parser = _Parser(prog=prog, description=__doc__.split("\n")[0], epilog=epilog,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output HDF5 path (written atomically; required)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     for field in dataclasses.fields(GenerationConfig):
         flags = [f"--{field.name.replace('_', '-')}", *_CLI_ALIASES.get(field.name, ())]
+        default = "none" if field.type == "tuple[str, ...]" else field.default
+        kwargs = {"help": f"{_CLI_HELP[field.name]} (default: {default})"}
         if field.type == "bool":
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=field.default)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=field.default, **kwargs)
         elif field.type == "tuple[str, ...]":
-            parser.add_argument(*flags, action="append", default=[], help="one Pythia setting per flag")
+            parser.add_argument(*flags, action="append", default=[], **kwargs)
         elif field.name == "process":
-            parser.add_argument(*flags, choices=sorted(PROCESSES), default=field.default)
+            parser.add_argument(*flags, choices=sorted(PROCESSES), default=field.default, **kwargs)
         else:
-            parser.add_argument(*flags, type=type(field.default), default=field.default)
+            parser.add_argument(*flags, type=type(field.default), default=field.default, **kwargs)
+    return parser
+
+
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> None:
+    """Command line (`build_parser`). Bad values and unusable output paths exit with status 2 before any event
+    is made; the progress bar shows on a terminal only."""
+    parser = parser or build_parser()
     args = vars(parser.parse_args(argv))
     out_path, overwrite, quiet = args.pop("out"), args.pop("overwrite"), args.pop("quiet")
     try:
@@ -496,7 +557,8 @@ def main(argv: list[str] | None = None) -> None:
         check_output_path(out_path, overwrite)
     except ValueError as error:
         parser.error(str(error))
-    sample = generate_jets(config, out_path=out_path, progress=not quiet, overwrite=overwrite)
+    progress = not quiet and sys.stderr.isatty()
+    sample = generate_jets(config, out_path=out_path, progress=progress, overwrite=overwrite)
     print(f"wrote {len(sample.jets)} {config.process} jets from {sample.attrs['num_events']} events to {out_path}")
 
 

@@ -56,7 +56,7 @@ SCHEMA_VERSION = 1
 _CHUNK_JETS = 256
 _NUM_JET_FEATURES = 5
 _HDF5_READ_ERRORS = (OSError, RuntimeError)  # what h5py raises on damaged files
-_REGENERATE = "delete it and generate it again (python -m jaxebm.data.generate) or download it again"
+_REGENERATE = "delete it and generate it again (jaxebm data generate) or download it again"
 _SHAPE_PATTERNS = {
     "constituents": "(n_jets, n_max, 4)",
     "mask": "(n_jets, n_max)",

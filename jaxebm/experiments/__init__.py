@@ -19,16 +19,23 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import json
 from pathlib import Path
 from typing import Sequence
 
 from jaxebm.config import ConfigError, apply_overrides, from_dict, load_config
 
-__all__ = ["EXPERIMENTS", "for_run", "get", "load", "load_recorded", "preset_path", "presets"]
+__all__ = ["DESCRIPTIONS", "EXPERIMENTS", "for_run", "get", "load", "load_recorded", "preset_path", "presets"]
 
 EXPERIMENTS = {"ebm": "jaxebm.experiments.ebm", "nae": "jaxebm.experiments.nae",
                "jetnet_bench": "jaxebm.experiments.jetnet_bench", "ebm_clf": "jaxebm.experiments.ebm_clf"}
+DESCRIPTIONS = {  # one line each, for `jaxebm train --help` (read without importing the experiments)
+    "ebm": "energy-based model of QCD jets: generation and anomaly detection (Cheng & Courville 2023)",
+    "nae": "normalized autoencoder on jet images, top / QCD / dark-jet tagging",
+    "jetnet_bench": "ConVAE, ConVAE + NF, NF and the EBM on JetNet-like jets, with the JetNet metrics",
+    "ebm_clf": "hybrid EBM-classifier on QCD / W / top jets (Cheng & Courville 2023, section 3.2)",
+}
+_CONFIG_DIRS = {name: Path(__file__).parent / "configs" / ("jetnet" if name == "jetnet_bench" else name)
+                for name in EXPERIMENTS}
 
 
 def _closest(name: str, known: Sequence[str]) -> str:
@@ -45,8 +52,10 @@ def get(name: str):
 
 
 def presets(name: str) -> list[str]:
-    """Preset names of experiment ``name``."""
-    return sorted(path.stem for path in get(name).presets.glob("*.toml"))
+    """Preset names of experiment ``name`` (its ``configs`` directory, read without importing the experiment)."""
+    if name not in EXPERIMENTS:
+        get(name)  # raises naming the known experiments
+    return sorted(path.stem for path in _CONFIG_DIRS[name].glob("*.toml"))
 
 
 def preset_path(name: str, preset: str) -> Path:
@@ -70,20 +79,24 @@ def load(name: str, preset: str, overrides: Sequence[str] = ()):
 def load_recorded(name: str, run_dir: Path, overrides: Sequence[str] = ()):
     """The config recorded in ``run_dir/config.json`` with overrides applied (to resume or extend a run
     without repeating its settings)."""
-    recorded = json.loads((run_dir / "config.json").read_text())
+    from jaxebm.runs.records import read_json
+
+    recorded = read_json(run_dir / "config.json")
     return from_dict(get(name).config_class, apply_overrides(recorded, overrides))
 
 
 def for_run(path: Path):
     """The experiment of a run (or seed) directory: named in its ``run.json``, else the one whose config
     class reads the recorded ``config.json``."""
+    from jaxebm.runs.records import read_json
+
     run_dir = path.parent if (path / "results.json").exists() or (path / "checkpoints").is_dir() else path
     if (run_dir / "run.json").is_file():
-        return get(json.loads((run_dir / "run.json").read_text())["experiment"])
+        return get(read_json(run_dir / "run.json")["experiment"])
     config_path = next((p for p in (run_dir / "config.json", path / "config.json") if p.is_file()), None)
     if config_path is None:
         raise ConfigError(f"{path} is not a run directory (no run.json or config.json)")
-    recorded = json.loads(config_path.read_text())
+    recorded = read_json(config_path)
     for name in EXPERIMENTS:
         try:
             from_dict(get(name).config_class, recorded)

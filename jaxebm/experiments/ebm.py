@@ -37,6 +37,7 @@ from jaxebm.experiments.ebm_report import write_data_summary, write_report, writ
 from jaxebm.inference import GenerationConfig, anomaly_scores, generate
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import DataFile, Experiment, SeedJob
+from jaxebm.runs.records import atomic_write_json
 from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.loop import LoopConfig, train_loop
@@ -256,7 +257,7 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
     train_rows, val_rows = train_val_rows(len(train_file.jets), config.data, job.seed)
     pipeline = ConstituentPipeline.fit(_subset(train_file, train_rows), num_constituents=config.data.num_constituents,
                                        padding_mode=config.cd.padding_mode, feature_space=config.data.feature_space)
-    (job.directory / "pipeline.json").write_text(json.dumps(pipeline.to_dict(), indent=2))
+    atomic_write_json(job.directory / "pipeline.json", pipeline.to_dict(), sort_keys=False)
     cd_config = dataclasses.replace(config.cd, steps_per_epoch=max(1, len(train_rows) // config.cd.batch_size))
     model = TransformerEnergy(config.model)
     noise_fn = make_noise_fn(**pipeline.noise_parameters())

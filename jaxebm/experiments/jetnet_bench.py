@@ -52,6 +52,7 @@ from jaxebm.models.convae import (
 from jaxebm.models.flows import LATENT_FLOW, PARTICLE_FLOW, RealNVP, RealNVPConfig
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import DataFile, Experiment, SeedJob
+from jaxebm.runs.records import atomic_write_json
 from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn, multiplicity_distribution
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.loop import LoopConfig, train_loop
@@ -274,6 +275,7 @@ def _train_network(directory: Path, state, step_fn: Callable | None, data: Calla
         done = int(state.step) // steps_per_epoch
         if step_fn is None or done >= stage.num_epochs:
             return state, 0.0
+        directory.mkdir(parents=True, exist_ok=True)  # checkpoints appear at the first save only
         for epoch in tqdm(range(done, stage.num_epochs), desc=directory.name, unit="epoch", disable=not progress,
                           initial=done, total=stage.num_epochs):
             examples = data(epoch)
@@ -303,15 +305,21 @@ def _momenta_sampler(sample_momenta: Callable, *params) -> Callable:
     return sample_fn
 
 
+def _announce(network: str, length: str, train: bool) -> None:
+    """A status line naming the network a seed trains (or reads back) next."""
+    print(f"  {network}: {'training ' + length + ' (resumes from its checkpoint)' if train else 'reading back'}")
+
+
 def _convae_models(config, job: SeedJob, train_momenta: np.ndarray, train: bool) -> tuple[dict, dict]:
     """ConVAE, ConVAE + NF and NF samplers (only those in ``config.models``) and their training seconds."""
     scaler = MinMaxScaler.fit(train_momenta)
-    (job.directory / "scaler.json").write_text(json.dumps(scaler.to_dict()))
+    atomic_write_json(job.directory / "scaler.json", scaler.to_dict(), sort_keys=False)
     scaled = scaler.apply(train_momenta)
     samplers, seconds = {}, {}
     key = jax.random.key(job.seed)
 
     def vae_stage(name, section: ConVAESection):
+        _announce(name, f"{section.stage.num_epochs} epochs", train)
         vae = ConVAE(section.model)
         state = init_vae_state(jax.random.fold_in(key, len(seconds)), vae, section.stage.learning_rate)
         step = make_vae_step(vae, section.loss, scaler, section.stage.learning_rate) if train else None
@@ -321,6 +329,7 @@ def _convae_models(config, job: SeedJob, train_momenta: np.ndarray, train: bool)
         return vae, state.params
 
     def flow_stage(name, section: FlowSection, data: Callable[[int], np.ndarray]):
+        _announce(name, f"{section.stage.num_epochs} epochs", train)
         flow = _flow(section, data(0).shape[1])
         state = init_flow_state(jax.random.fold_in(key, 10 + len(seconds)), flow, section.stage.learning_rate)
         step = make_flow_step(flow, section.stage.learning_rate) if train else None
@@ -378,7 +387,7 @@ def _ebm_model(config, job: SeedJob, train_sample: JetSample, train: bool) -> tu
     """The EBM sampler (features standardised over real training particles) and its training seconds."""
     features, mask = ebm_features(train_sample, train_sample.jets[:, 0]), train_sample.mask
     standardizer = Standardizer.fit(features, mask)
-    (job.directory / "ebm_standardizer.json").write_text(json.dumps(standardizer.to_dict()))
+    atomic_write_json(job.directory / "ebm_standardizer.json", standardizer.to_dict(), sort_keys=False)
     x = np.asarray(standardizer.apply(features, mask), np.float32)
     num_slots = x.shape[1]
     noise_fn = make_noise_fn(np.zeros(3), np.ones(3), num_slots, multiplicity_probs=multiplicity_distribution(mask))
@@ -421,6 +430,7 @@ def _build(config: ExperimentConfig, job: SeedJob, train: bool) -> Trained:
     momenta = jets_to_momenta(train_sample.constituents, train_sample.mask, config.data.num_particles)
     samplers, seconds = _convae_models(config, job, momenta, train)
     if "ebm" in config.models:
+        _announce("ebm", f"to CD iteration {config.run.num_steps}", train)
         samplers["ebm"], seconds["ebm"] = _ebm_model(config, job, train_sample, train)
     return Trained(samplers, seconds)
 
@@ -456,8 +466,9 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     return results
 
 
-def sample(config: ExperimentConfig, trained: Trained, num_jets: int, seed: int) -> JetSample:
-    """``num_jets`` jets of ``config.run.sample_model`` as massless four-vectors (JetNet frame: jet at phi = 0)."""
+def sample(config: ExperimentConfig, trained: Trained, num_jets: int, seed: int, progress: bool = True) -> JetSample:
+    """``num_jets`` jets of ``config.run.sample_model`` as massless four-vectors (JetNet frame: jet at phi = 0);
+    ``progress`` is accepted for the runner's interface (the samplers show no bar)."""
     p4, mask = trained.samplers[config.run.sample_model](jax.random.key(seed), num_jets)
     p4 = np.where(mask[..., None], p4, 0.0).astype(np.float32)
     attrs = {"model": config.run.sample_model, "seed": seed, "jetnet_type": JETNET_TYPES[config.data.jet_type]}

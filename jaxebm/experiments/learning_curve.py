@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from jaxebm.plots import save_figure
+from jaxebm.runs.records import atomic_write_text
 from jaxebm.train.monitor import read_metrics
 
 CURVE_KEYS = {"val_distance": "selection distance D", "val_jsd_pt": "JSD(pT)", "val_jsd_mass": "JSD(M)",
@@ -114,8 +115,7 @@ def plot_learning_curves(curves: dict[str, dict[str, dict]], levels: dict[str, d
         if panel == 0:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def curve_table(curves: dict[str, dict[str, dict]]) -> list[str]:
@@ -177,9 +177,6 @@ def write_learning_curve(variants: dict[str, list[Path]], out_dir: Path) -> dict
         lines += ["## Test sets at the selected checkpoint", "",
                   "Generation: 200-step chains vs test QCD; anomaly AUCs on the test QCD, top and H -> hh -> 4b jets.", ""]
         lines += final_table(finals)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("learning_curve.json", json.dumps(content, indent=2)), ("learning_curve.md", "\n".join(lines) + "\n")):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
+    atomic_write_text(out_dir / "learning_curve.json", json.dumps(content, indent=2))
+    atomic_write_text(out_dir / "learning_curve.md", "\n".join(lines) + "\n")
     return content

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import jaxebm
+from jaxebm.runs.errors import RunError
 from jaxebm.train.checkpoint import to_jsonable
 
 __all__ = ["MISSING", "Change", "append_history", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "changes_between", "data_record", "flatten",
@@ -120,8 +121,16 @@ def provenance(experiment: str, config_dict: dict[str, Any], data: dict[str, dic
 
 
 def read_json(path: Path) -> Any:
-    """Parsed JSON of ``path``, or None when it does not exist."""
-    return json.loads(path.read_text()) if path.exists() else None
+    """Parsed JSON of ``path``, or None when it does not exist; `RunError` naming the file when it is not
+    valid JSON (a damaged record)."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunError(f"{path} is damaged (not valid JSON: {error}). Restore it from a copy; a run's config is "
+                       f"also recorded in its run.json (key 'config') and in each seed's config.json. Or start a "
+                       f"new run with --force (the old directory is renamed, not deleted)") from None
 
 
 def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], Any]) -> None:

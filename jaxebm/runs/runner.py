@@ -4,7 +4,8 @@ An experiment is an `Experiment`: a config class and a few functions (data files
 trained seed, evaluate a seed, write the summary). Its config is a frozen dataclass with ``name``,
 ``seeds`` and a ``run`` section holding ``num_steps``. The runner owns everything else:
 
-1. validate the config (bad values refused before anything is written);
+1. validate the config (`jaxebm.config.check_config`, then the experiment's ``validate``: bad values,
+   non-finite ones included, refused before anything is written);
 2. lock ``<out>/.lock`` (a second writer is refused, naming the holder's pid);
 3. compare the command with the directory: a run made with another config is refused, naming each
    changed key, unless ``extend`` (only a larger ``run.num_steps`` or more seeds: finished seeds with
@@ -21,7 +22,6 @@ trained seed, evaluate a seed, write the summary). Its config is a frozen datacl
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -30,14 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from jaxebm.config import save_config, to_dict
+from jaxebm.config import check_config, save_config, to_dict
 from jaxebm.runs.data import DataFile, check_data_files, check_unchanged, make_missing, record_data_files
 from jaxebm.runs.errors import RunRefused
 from jaxebm.runs.lock import RunLock
 from jaxebm.runs.records import (
     Change, append_history, atomic_write_json, changes_between, format_changes, provenance, read_json,
 )
-from jaxebm.runs.state import RunState
+from jaxebm.runs.state import RunState, trained_steps
 
 __all__ = ["MODES", "Experiment", "RunOptions", "SeedJob", "check_seed_records", "open_run_directory", "plan_run",
            "run_experiment", "seed_jobs"]
@@ -179,7 +179,9 @@ def _aside_name(out_dir: Path) -> Path:
 @contextmanager
 def open_run_directory(out_dir: Path, *, replace_old: bool, say: Callable[[str], None] = print) -> Iterator[None]:
     """Hold ``out_dir``'s lock; with ``replace_old`` an existing run there is first renamed (under its lock)
-    to ``<out_dir>.replaced-<time>`` and a fresh directory is locked instead."""
+    to ``<out_dir>.replaced-<time>`` and a fresh directory is locked instead. A directory this call created
+    that holds nothing but the lock at the end (a refused command) is removed."""
+    created = not out_dir.exists()
     lock = RunLock(out_dir).acquire()
     try:
         if replace_old and RunState.read(out_dir).holds_run:
@@ -191,6 +193,9 @@ def open_run_directory(out_dir: Path, *, replace_old: bool, say: Callable[[str],
         yield
     finally:
         lock.release()
+        if created and out_dir.is_dir() and [p.name for p in out_dir.iterdir()] == [".lock"]:
+            (out_dir / ".lock").unlink()
+            out_dir.rmdir()
 
 
 def _record(out_dir: Path, experiment: Experiment, config, plan: Plan, files: dict[str, DataFile]) -> dict | None:
@@ -206,7 +211,7 @@ def _record(out_dir: Path, experiment: Experiment, config, plan: Plan, files: di
         atomic_write_json(out_dir / "run.json", provenance(experiment.name, to_dict(config), record_data_files(files)))
     append_history(out_dir, plan.kind, changes=[list(c) for c in plan.changes],
                    continued=[list(c) for c in plan.continued])
-    return json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else None
+    return read_json(out_dir / "run.json")
 
 
 def seed_jobs(out_dir: Path, seeds, paths: dict[str, Path], progress: bool) -> list[SeedJob]:
@@ -220,11 +225,13 @@ def _run_seed(experiment: Experiment, config, job: SeedJob, say: Callable[[str],
     results_path = job.directory / "results.json"
     if results_path.exists():
         say(f"seed {job.seed}: finished, results reused from {results_path}")
-        return json.loads(results_path.read_text())
+        return read_json(results_path)
     job.directory.mkdir(parents=True, exist_ok=True)
     if changes_between(read_json(job.directory / "config.json") or {}, to_dict(config)):
         save_config(config, job.directory / "config.json")
-    say(f"seed {job.seed}: training to step {config.run.num_steps} in {job.directory}")
+    resumed_at = trained_steps(job.directory)
+    resuming = "" if resumed_at is None else f"resuming from its checkpoint of step {resumed_at}, "
+    say(f"seed {job.seed}: {resuming}training to step {config.run.num_steps} in {job.directory}")
     trained = experiment.train_seed(config, job)
     say(f"seed {job.seed}: evaluating")
     results = experiment.evaluate_seed(config, job, trained)
@@ -235,6 +242,7 @@ def _run_seed(experiment: Experiment, config, job: SeedJob, say: Callable[[str],
 def run_experiment(experiment: Experiment, config, out_dir: Path, options: RunOptions = RunOptions()) -> dict:
     """Train and evaluate every seed of ``config`` into ``out_dir`` (see the module docstring); returns
     the experiment's summary."""
+    check_config(config)
     experiment.validate(config)
     out_dir = Path(out_dir)
     if options.mode in ("resume", "extend") and not out_dir.is_dir():

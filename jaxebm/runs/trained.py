@@ -10,7 +10,6 @@ is what was trained.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -75,10 +74,11 @@ def evaluate_run(experiment: Experiment, run_dir: Path, options: RunOptions = Ru
 
 
 def sample_run(experiment: Experiment, path: Path, num_jets: int, *, seed: int | None = None, rng: int = 0,
-               out: Path | None = None, progress: bool = True) -> Path:
+               out: Path | None = None, progress: bool = True, overwrite: bool = False) -> Path:
     """Draw ``num_jets`` jets from a trained seed (``path`` a seed directory, or a run directory and
     ``seed``, default its first trained seed) with PRNG seed ``rng``; writes a schema file (default
-    ``<seed dir>/generated_<num_jets>.h5``) and returns its path."""
+    ``<seed dir>/generated_<num_jets>.h5``) and returns its path. An existing file is replaced only with
+    ``overwrite`` (else `FileExistsError`, before any work)."""
     if num_jets < 1:
         raise ConfigError(f"--num-jets must be >= 1, got {num_jets}")
     if _SEED_DIR.fullmatch(path.name):
@@ -94,9 +94,12 @@ def sample_run(experiment: Experiment, path: Path, num_jets: int, *, seed: int |
     chosen = trained_seeds[0] if seed is None else seed
     if chosen not in trained_seeds:
         raise RunError(f"{state.directory}: seed {chosen} has no checkpoint (trained seeds: {trained_seeds})")
-    job = SeedJob(chosen, state.directory / f"seed_{chosen}", {}, progress)
-    sample = experiment.sample(config, experiment.load_seed(config, job), num_jets, rng, progress)
+    paths = {name: data_file.path for name, data_file in experiment.data_files(config).items()}
+    job = SeedJob(chosen, state.directory / f"seed_{chosen}", paths, progress)  # some experiments re-read their data
     out = out or job.directory / f"generated_{num_jets}.h5"
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
+    sample = experiment.sample(config, experiment.load_seed(config, job), num_jets, rng, progress)
     write_jets(out, sample)
     return out
 
@@ -129,7 +132,7 @@ def report_runs(experiment: Experiment, paths: list[Path], out_dir: Path) -> dic
         if changes:
             raise RunRefused(f"{seed_dirs[0]} and {seed_dir} were trained with different configs, so one report "
                              f"cannot average them:\n{format_changes(changes)}")
-    per_seed = [json.loads((d / "results.json").read_text()) for d in seed_dirs]
+    per_seed = [read_json(d / "results.json") for d in seed_dirs]
     seeds = [r["seed"] for r in per_seed]
     if len(set(seeds)) != len(seeds):
         raise RunRefused(f"a seed appears twice among {', '.join(map(str, seed_dirs))}: seeds {seeds}")

@@ -12,6 +12,12 @@ checkpoint to a temporary directory and renames it when complete, so a crash nev
 half-written checkpoint that looks finished. Saves are asynchronous: `wait_until_finished` blocks
 until they are on disk (`restore` and `close` call it).
 
+A process killed while saving leaves Orbax temporary directories (``<step>.orbax-checkpoint-tmp...``)
+and, when it died during the write of a best checkpoint, a best history without that step. `recover`
+(the training driver calls it on resume) removes the temporary directories and offers every periodic
+checkpoint that records ``best_metric`` but is missing from ``best/`` to the best checkpoints again, so
+the same step is selected as in an uninterrupted run.
+
 A checkpoint damaged later (a truncated or deleted array file, lost metadata) is skipped on restore
 with a warning: the newest readable periodic checkpoint is used, and for ``best=True`` the runner-up
 best one. When no best checkpoint is readable the error says which directory to delete.
@@ -30,6 +36,8 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _READ_ERRORS = (ValueError, OSError, KeyError)  # what Orbax / TensorStore raise on unreadable data
 _BEST_KEPT = 2  # best checkpoints kept: the runner-up stands in when the best one is damaged
+_TMP_MARK = ".orbax-checkpoint-tmp"  # in the name of a save Orbax has not finished
 
 
 class CheckpointError(ValueError):
@@ -109,6 +118,22 @@ def _stored_state_tree(manager: ocp.CheckpointManager, step: int):
     return metadata.tree
 
 
+def _remove_unfinished_saves(directory: str | os.PathLike) -> list[str]:
+    """Delete the Orbax temporary directories (saves cut short by a kill) directly under ``directory``;
+    returns their names. Only call it while no save into ``directory`` can be running."""
+    directory = Path(directory)
+    found = sorted(p for p in directory.iterdir() if _TMP_MARK in p.name) if directory.is_dir() else []
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return [path.name for path in found]
+
+
+def _save(manager: ocp.CheckpointManager, step: int, args: ocp.args.Composite, metrics: dict | None = None) -> None:
+    """Save ``step`` through ``manager``, creating its directory first."""
+    os.makedirs(os.fspath(manager.directory), exist_ok=True)
+    manager.save(step, args=args, metrics=metrics, force=True)
+
+
 def _item_handlers() -> dict:
     """Handlers of the two items, registered up front so a fresh manager can read metadata."""
     return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
@@ -118,7 +143,8 @@ class Checkpointer:
     """Periodic (last ``max_to_keep``) and best-by-metric checkpoints of a `TrainState`.
 
     Args:
-      directory: created if absent; holds ``latest/`` and ``best/``.
+      directory: holds ``latest/`` and ``best/``, each created at its first save (reading a seed without
+        checkpoints leaves nothing behind).
       max_to_keep: periodic checkpoints kept.
       best_metric: name in the ``metrics`` given to `save` that ranks the ``best/`` checkpoints
         (None: no best checkpoint). best_mode: "min" or "max".
@@ -134,7 +160,7 @@ class Checkpointer:
         self.best_mode = best_mode
         self._latest = ocp.CheckpointManager(
             os.path.join(self.directory, "latest"), item_handlers=_item_handlers(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False,
                                                  enable_async_checkpointing=is_async))
         self._best = None
         if best_metric is not None:
@@ -142,7 +168,7 @@ class Checkpointer:
                 self._best = ocp.CheckpointManager(
                     os.path.join(self.directory, "best"), item_handlers=_item_handlers(),
                     options=ocp.CheckpointManagerOptions(
-                        max_to_keep=_BEST_KEPT, create=True, best_fn=lambda metrics: float(metrics[best_metric]),
+                        max_to_keep=_BEST_KEPT, create=False, best_fn=lambda metrics: float(metrics[best_metric]),
                         best_mode=best_mode, keep_checkpoints_without_metrics=False,
                         enable_async_checkpointing=is_async))
             except _READ_ERRORS as error:  # e.g. a damaged metrics file, read when the manager starts
@@ -178,13 +204,34 @@ class Checkpointer:
         meta = to_jsonable({"step": step, "data_position": data_position, "config": config,
                             "metrics": metrics, "key_impl": str(jax.random.key_impl(state.key)),
                             "extra": extra})
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)), meta=ocp.args.JsonSave(meta))
+        args = self._save_args(state, meta)
         self._delete_from(self._latest, step)
-        self._latest.save(step, args=args, force=True)
+        _save(self._latest, step, args)
         if self._best is not None and metrics is not None and self.best_metric in metrics:
             self._delete_from(self._best, step, only_equal=True)
-            self._best.save(step, args=args, metrics=to_jsonable(metrics), force=True)
+            _save(self._best, step, args, metrics=to_jsonable(metrics))
         return step
+
+    def recover(self, template: TrainState) -> list[int]:
+        """Finish what a killed save left (call before training resumes, while nothing else writes here):
+        remove unfinished saves (logged), then offer to ``best/`` each periodic checkpoint whose recorded
+        metrics rank it among the kept best but that ``best/`` lacks. Returns the steps added to ``best/``."""
+        self.wait_until_finished()
+        for manager in (self._latest, self._best):
+            if manager is not None and (removed := _remove_unfinished_saves(manager.directory)):
+                log.warning("removed unfinished checkpoint saves %s in %s", removed, manager.directory)
+        if self._best is None:
+            return []
+        missing = {step: meta for step, meta in self._periodic_metas().items()
+                   if step not in self._best.all_steps() and self.best_metric in (meta.get("metrics") or {})}
+        added = [step for step in self._best_of(missing) if step in missing]
+        for step in added:
+            state, meta = self.restore(template, step)
+            _save(self._best, step, self._save_args(state, meta), metrics=meta["metrics"])
+            log.warning("best checkpoint of step %d was not saved (killed?): rebuilt from %s/%d",
+                        step, self._latest.directory, step)
+        self.wait_until_finished()
+        return added
 
     def restore(self, template: TrainState, step: int | None = None, *, best: bool = False) -> tuple[TrainState, dict]:
         """Restore into the shapes of ``template`` (a concrete or abstract `TrainState`).
@@ -220,7 +267,8 @@ class Checkpointer:
             key = jax.random.wrap_key_data(restored.state.key, impl=meta["key_impl"])
             return restored.state.replace(key=key), meta
         message = f"no readable checkpoint among steps {candidates} in {manager.directory}"
-        raise CheckpointError(f"{message}. {self._best_recovery_hint()}" if best else message)
+        hint = self._best_recovery_hint() if best else self._latest_recovery_hint(step)
+        raise CheckpointError(f"{message}. {hint}")
 
     def wait_until_finished(self) -> None:
         """Block until every pending save is on disk."""
@@ -234,6 +282,32 @@ class Checkpointer:
         for manager in (self._latest, self._best):
             if manager is not None:
                 manager.close()
+
+    @staticmethod
+    def _save_args(state: TrainState, meta: dict) -> ocp.args.Composite:
+        return ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)), meta=ocp.args.JsonSave(meta))
+
+    def _periodic_metas(self) -> dict[int, dict]:
+        """``{step: JSON entry}`` of the readable periodic checkpoints."""
+        metas = {}
+        for step in self._latest.all_steps():
+            try:
+                metas[step] = self._latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            except Exception as error:  # noqa: BLE001 - a damaged entry: restore skips it too
+                if _read_error(error) is None:
+                    raise
+        return metas
+
+    def _best_of(self, candidates: dict[int, dict]) -> list[int]:
+        """The ``_BEST_KEPT`` best steps among the kept best checkpoints and ``candidates`` (their JSON entries)."""
+        sign = 1.0 if self.best_mode == "min" else -1.0
+        values = {step: float(meta["metrics"][self.best_metric]) for step, meta in candidates.items()}
+        for step in self._best.all_steps():
+            try:
+                values[step] = float((self._best.metrics(step) or {})[self.best_metric])
+            except (*_READ_ERRORS, TypeError):
+                continue
+        return sorted(values, key=lambda step: (sign * values[step], -step))[:_BEST_KEPT]
 
     def _manager(self, best: bool) -> ocp.CheckpointManager:
         if best and self._best is None:
@@ -260,6 +334,13 @@ class Checkpointer:
         best_dir, latest_dir = os.path.join(self.directory, "best"), os.path.join(self.directory, "latest")
         return (f"To recover, delete the directory {best_dir} and rerun: training resumes from the periodic "
                 f"checkpoints in {latest_dir} and later evaluations select a new best")
+
+    def _latest_recovery_hint(self, step: int | None) -> str:
+        """What to do when the periodic checkpoints cannot be read."""
+        if step is not None:
+            return "Restore without a step to fall back to the newest readable checkpoint"
+        return (f"Every periodic checkpoint is damaged (the warnings above say how). Restore {self._latest.directory} "
+                f"from a copy, or delete the directory {self.directory} and rerun to train this seed from the start")
 
     def _delete_from(self, manager: ocp.CheckpointManager, step: int, *, only_equal: bool = False) -> None:
         """Delete saved steps ``== step`` (``only_equal``) or ``>= step``."""

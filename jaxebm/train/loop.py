@@ -14,7 +14,12 @@ skipped rather than replayed, so a bad batch is not met again. Each rollback wri
 ``event = "rollback"`` and prints a line naming the step and the reason; when the budget is spent
 the driver writes ``event = "abort"`` and raises `TrainingDiverged`.
 
-Resume: rows of ``metrics.jsonl`` logged after the restored checkpoint's step (and a row cut short
+Curves to watch: after each evaluation ``run_dir/plots/learning_curve.png`` is redrawn from ``metrics.jsonl``
+(training and validation rows, one panel per quantity), written atomically, so a long run can be followed
+with any image viewer.
+
+Resume: unfinished saves of a killed run are removed and a best checkpoint whose write was cut short is
+rebuilt from its periodic checkpoint (`Checkpointer.recover`); rows of ``metrics.jsonl`` logged after the restored checkpoint's step (and a row cut short
 by a crash) are dropped before the run goes on, so each step is logged once.
 """
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxebm.train.checkpoint import Checkpointer
-from jaxebm.train.monitor import HealthConfig, HealthMonitor, MetricsLogger
+from jaxebm.train.monitor import HealthConfig, HealthMonitor, MetricsLogger, read_metrics
 from jaxebm.train.state import TrainState
 
 __all__ = ["LoopConfig", "TrainingDiverged", "train_loop"]
@@ -108,6 +113,14 @@ def _roll_back(ckpt: Checkpointer, template, metrics, monitor: HealthMonitor, lo
     return state
 
 
+def _refresh_curves(metrics_path: str, figure_path: str) -> None:
+    """Redraw the training and validation rows of the metrics log into ``figure_path`` (atomically)."""
+    from jaxebm.plots import plot_training_curves
+
+    plot_training_curves([row for row in read_metrics(metrics_path) if row.get("event") in (None, "eval")],
+                         figure_path)
+
+
 def _is_kept_row(line: str, step: int) -> bool:
     """Whether a ``metrics.jsonl`` line survives a resume from ``step``: a whole row of a step <= ``step``."""
     try:
@@ -137,7 +150,9 @@ def _drop_rows_after(path: str, step: int) -> None:
 def _resume(ckpt: Checkpointer, template, state: TrainState, batches, health: HealthConfig,
             logger: MetricsLogger) -> tuple[TrainState, HealthMonitor]:
     """The newest checkpoint's state (and data position, when ``batches`` is given) if there is one;
-    the log loses the rows of the steps that will run again."""
+    the log loses the rows of the steps that will run again. Saves a kill cut short are finished or
+    removed first (`Checkpointer.recover`)."""
+    ckpt.recover(template)
     if ckpt.latest_step() is None:
         return state, HealthMonitor(health)
     state, meta = ckpt.restore(template)
@@ -202,6 +217,7 @@ def train_loop(step_fn: Callable, state: TrainState, batches: Iterable, run_dir:
                 if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
                     eval_metrics = dict(eval_fn(state))
                     logger.log({"step": step, "event": "eval", **eval_metrics})
+                    _refresh_curves(logger.path, os.path.join(run_dir, "plots", "learning_curve.png"))
                 if eval_metrics is not None or step % config.checkpoint_every == 0:
                     save(state, eval_metrics)
                     saved_step = step

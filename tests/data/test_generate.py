@@ -230,11 +230,15 @@ def _exit_status_and_message(argv, capsys):
         (["--jet-radius", "-0.4"], "jet_radius: must be > 0"),
         (["--max-constituents", "0"], "max_constituents: must be > 0"),
         (["--jet-pt-min", "700"], "jet_pt_min, jet_pt_max"),
+        (["--jet-radius", "nan"], "jet_radius: must be a finite number, got nan"),
+        (["--jet-pt-max", "inf"], "jet_pt_max: must be a finite number, got inf"),
+        (["--center-of-mass-energy", "inf"], "center_of_mass_energy: must be a finite number, got inf"),
     ],
 )
 def test_command_line_names_each_bad_value_before_any_work(tmp_path, capsys, no_generation, flags, message):
     status, error = _exit_status_and_message(["--out", str(tmp_path / "jets.h5"), *flags], capsys)
     assert status == 2 and re.search(message, error)
+    assert len(error.strip().splitlines()) == 1 and "usage:" not in error  # one line, the usage only in --help
     assert os.listdir(tmp_path) == []
 
 
@@ -298,3 +302,14 @@ def test_workers_exit_when_the_parent_is_killed():
         for child in children:
             if _parent_pid(child) is not None:
                 os.kill(child, signal.SIGKILL)
+
+
+def test_generator_banners_stay_out_of_the_output(tmp_path):
+    """Pythia and FastJet print banners from C++ at their first use in a process: none reaches stdout."""
+    code = ("import sys; from jaxebm.cli import main; sys.exit(main(['data', 'generate', '--num-jets', '2', "
+            f"'--no-multiparton-interactions', '--out', {str(tmp_path / 'q.h5')!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"wrote 2 qcd jets from {read_jets(tmp_path / 'q.h5').attrs['num_events']} "
+                                          f"events to {tmp_path / 'q.h5'}"]
+    assert "FastJet" not in result.stderr and "PYTHIA" not in result.stderr

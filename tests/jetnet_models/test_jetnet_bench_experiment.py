@@ -6,15 +6,22 @@ import json
 import numpy as np
 
 from experiments import jetnet_bench
+from jaxebm import experiments
+from jaxebm.data.io import read_jets
+from jaxebm.runs.trained import sample_run
 
 MODELS = ("truth", "convae", "convae_nf", "nf", "ebm")
 METRICS = ("w1m", "w1p", "w1efp", "fpd", "kpd", "cov", "mmd")
 
 
-def test_smoke_preset_writes_a_complete_table_and_reads_finished_seeds_back(tmp_path):
+def test_smoke_preset_writes_a_complete_table_and_reads_finished_seeds_back(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--preset", "smoke", "--out", str(out), "--set", f"data.data_dir={json.dumps(str(tmp_path / 'data'))}"]
     jetnet_bench.main(args)
+    log = capsys.readouterr().out  # each network is named as it trains
+    for network in ("convae_gen", "convae_rec", "latent_flow", "particle_flow"):
+        assert f"  {network}: training " in log, network
+    assert "  ebm: training to CD iteration " in log
 
     seed_dir = out / "seed_0"
     results = json.loads((seed_dir / "results.json").read_text())
@@ -37,3 +44,6 @@ def test_smoke_preset_writes_a_complete_table_and_reads_finished_seeds_back(tmp_
     modified = (seed_dir / "results.json").stat().st_mtime_ns
     jetnet_bench.main(args)  # a finished seed is read back, not retrained
     assert (seed_dir / "results.json").stat().st_mtime_ns == modified
+
+    written = sample_run(experiments.get("jetnet_bench"), out, 8, out=tmp_path / "sampled.h5", progress=False)
+    assert read_jets(written).attrs["model"] == "ebm" and len(read_jets(written).jets) == 8

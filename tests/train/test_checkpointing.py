@@ -131,3 +131,44 @@ def test_best_checkpoint_keeps_the_lowest_metric(tiny, tmp_path):
         best, meta = ckpt.restore(tiny.new_state(), best=True)
         assert meta["step"] == 2 and meta["metrics"]["val_loss"] == 1.0 and int(best.step) == 2
         assert ckpt.steps() == [3] and ckpt.steps(best=True) == [2, 3]
+
+
+def test_recover_rebuilds_a_best_checkpoint_whose_write_was_killed(tiny, tmp_path):
+    """A kill during the write of best/2 leaves only Orbax's temporary directory; the periodic checkpoint
+    of step 2 and its recorded metric bring it back, so the same step is selected as without the kill."""
+    state = tiny.new_state()
+    with Checkpointer(tmp_path, best_metric="val_loss", is_async=False) as ckpt:
+        ckpt.save(state.replace(step=np.int32(1)), metrics={"val_loss": 3.0})
+        ckpt.save(state.replace(step=np.int32(2)), metrics={"val_loss": 1.0})
+    shutil.rmtree(tmp_path / "best" / "2")
+    unfinished = tmp_path / "best" / "2.orbax-checkpoint-tmp-1234"
+    (unfinished / "state").mkdir(parents=True)
+    (tmp_path / "latest" / "3.orbax-checkpoint-tmp-99").mkdir()
+    with Checkpointer(tmp_path, best_metric="val_loss") as ckpt:
+        assert ckpt.recover(tiny.new_state()) == [2]
+        ckpt.save(state.replace(step=np.int32(3)), metrics={"val_loss": 2.0})
+        assert ckpt.steps(best=True) == [2, 3]
+        best, meta = ckpt.restore(tiny.new_state(), best=True)
+        assert meta["step"] == 2 and int(best.step) == 2
+        assert ckpt.recover(tiny.new_state()) == []  # nothing left to finish
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["2", "3"]
+    assert sorted(p.name for p in (tmp_path / "latest").iterdir()) == ["1", "2", "3"]
+
+
+def test_reading_a_directory_without_checkpoints_creates_nothing(tiny, tmp_path):
+    with Checkpointer(tmp_path / "checkpoints", best_metric="val_loss") as ckpt:
+        assert ckpt.steps() == [] and ckpt.steps(best=True) == [] and ckpt.latest_step() is None
+        with pytest.raises(CheckpointError, match="no readable checkpoint"):
+            ckpt.restore(tiny.new_state(), best=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_every_periodic_checkpoint_damaged_says_what_to_do(tiny, tmp_path):
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(tiny.new_state())
+    delete_array_directory(tmp_path / "latest" / "0")
+    with Checkpointer(tmp_path) as ckpt, pytest.raises(CheckpointError) as error:
+        ckpt.restore(tiny.new_state())
+    assert "Every periodic checkpoint is damaged" in str(error.value)
+    assert f"delete the directory {tmp_path} and rerun to train this seed from the start" in str(error.value)

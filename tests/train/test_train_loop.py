@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import data_batch
 
-from jaxebm.train import HealthConfig, LoopConfig, TrainingDiverged, read_metrics, train_loop
+from jaxebm.train import HealthConfig, LoopConfig, TrainingDiverged, loop, read_metrics, train_loop
 
 
 class Interrupted(Exception):
@@ -102,3 +102,14 @@ def test_resume_after_an_interruption_logs_each_step_once(tiny, tmp_path):
     assert [row["step"] for row in rows if "loss" in row] == list(range(1, 10))
     assert [row for row in rows if "event" in row] == [{"step": 6, "event": "resume", "data_position": [0, 6]}]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoints", "metrics.jsonl"]
+
+
+def test_the_learning_curve_is_redrawn_at_each_evaluation(tiny, tmp_path, monkeypatch):
+    drawn, draw = [], loop._refresh_curves
+    monkeypatch.setattr(loop, "_refresh_curves", lambda rows, figure: drawn.append(len(read_metrics(rows)))
+                        or draw(rows, figure))
+    config = LoopConfig(num_steps=4, log_every=1, checkpoint_every=4, eval_every=2, progress=False)
+    train_loop(tiny.step, tiny.new_state(), Batches(), tmp_path, config, eval_fn=lambda state: {"val_score": 1.0})
+    assert len(drawn) == 2 and drawn[0] < drawn[1]  # after each evaluation, with the rows logged so far
+    assert (tmp_path / "plots" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["learning_curve.png"]  # no temporary file left
