@@ -23,7 +23,9 @@ import scipy.ndimage
 
 from jaxebm.data.preprocess import JetInputError, check_particle_arrays
 
-__all__ = ["jet_images", "pixel_indices"]
+__all__ = ["REMAP_NORMS", "jet_images", "pixel_indices"]
+
+REMAP_NORMS = ("sum", "none")  # after I -> I^n: divide by the image's new sum (the public code's), or not
 
 
 def pixel_indices(
@@ -58,6 +60,7 @@ def jet_images(
     pixel_size: tuple[float, float] = (0.029, 0.035),
     sigma: float | None = None,
     pt_power: float = 1.0,
+    pt_power_norm: str = "sum",
     normalize: bool = True,
 ) -> np.ndarray:
     """Pixelise jets: each pixel holds the summed pT of the constituents inside it.
@@ -74,6 +77,9 @@ def jet_images(
        conserves the sum of an image whose content lies away from the edges.
     4. ``pt_power``: remap every pixel intensity ``I -> I ** pt_power`` (the NAE dark-jet remap,
        ``n`` in {0.5, 0.3, 0.2, 0.1, 0.01}), after normalising and filtering; 1 leaves it as is.
+       ``pt_power_norm="sum"`` then divides each remapped image by its sum (the public NAE code's
+       ``Reweight``: ``img**n / sum(img**n)``), so every non-empty image sums to 1 again; "none" keeps
+       ``I ** n``.
 
     Args:
       pt: ``(n_jets, N)`` constituent pT in GeV.
@@ -83,6 +89,7 @@ def jet_images(
       pixel_size: ``(d_eta, d_phi)``; the NAE default is ``(0.029, 0.035)``.
       sigma: Gaussian filter width in pixels, or None for no filter.
       pt_power: exponent of the intensity remap, > 0.
+      pt_power_norm: "sum" or "none", the remap's normalisation (step 4).
       normalize: divide by the jet pT (step 2).
 
     Returns:
@@ -93,6 +100,8 @@ def jet_images(
         raise JetInputError(f"num_pixels must be >= 1, got {num_pixels}")
     if pt_power <= 0:
         raise JetInputError(f"pt_power must be positive, got {pt_power}")
+    if pt_power_norm not in REMAP_NORMS:
+        raise JetInputError(f"pt_power_norm must be one of {REMAP_NORMS}, got {pt_power_norm!r}")
     if sigma is not None and sigma < 0:
         raise JetInputError(f"sigma must be non-negative, got {sigma}")
     num_jets = mask.shape[0]
@@ -110,4 +119,7 @@ def jet_images(
         images = scipy.ndimage.gaussian_filter(images, sigma=(0, sigma, sigma), mode="constant")
     if pt_power != 1.0:
         images = np.maximum(images, 0.0) ** pt_power
+        if pt_power_norm == "sum":
+            total = images.sum(axis=(1, 2), keepdims=True)
+            images = images / np.where(total > 0, total, 1.0)
     return images.astype(np.float32)

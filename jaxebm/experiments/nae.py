@@ -7,8 +7,11 @@ One run trains on one background and tags one signal (``data.direction``):
   tag_qcd   train on top jets, tag QCD                        (the inverse, "symmetric" direction)
   tag_dark  train on QCD (150-300 GeV), tag semi-visible dark jets ("Aachen"), pixel remap pT^n
 
-For each seed: phase 1 trains the autoencoder on the MSE; at its end the plain AE is scored on the test
-sets (``phase1.npz``); phase 2 trains the NAE (contrastive divergence with on-manifold chains), checks
+For each seed: the intensity scale c of the images is fixed from the training images (``intensity.json``,
+`intensity_scale_of`; the network sees ``c x``, energies stay in the raw images' units); phase 1 trains the
+autoencoder on the MSE; at its end the plain AE is scored on the test sets and the collapse guard checks the
+spread of the encoded validation jets (``phase1.npz``; mean resultant length R above
+``run.max_latent_resultant`` stops the seed with `LatentCollapseError`); phase 2 trains the NAE (contrastive divergence with on-manifold chains), checks
 health every step (a diverging negative energy, the paper's sampler collapse, rolls back to the last
 checkpoint with half the learning rate), and selects the checkpoint whose validation loss
 ``|E(val) - E(negatives)|`` is closest to 0 over the second half of the phase. Both phases write one
@@ -20,13 +23,15 @@ reports are the runner's (`jaxebm.runs`):
 
 Images (`jet_images_of`): anti-kT R = 0.8, |eta| < 2, centred on the pT-weighted centroid, principal
 axis to 12 o'clock, hardest region lower left, 40 x 40 pixels of (0.029, 0.035), pixel pT / jet pT,
-Gaussian filter sigma = 1 pixel, then pT -> pT^n (``data.pt_power``).
+Gaussian filter sigma = 1 pixel, then pT -> pT^n (``data.pt_power``), renormalised to unit sum by default
+(``data.pt_power_norm``, the public code's remap).
 
-Seed directory: config.json, checkpoints/, metrics.jsonl, phase1.npz, scores.npz, results.json,
-report.md, plots/*.png. ``Trained.energy(images) -> (B,)`` is the anomaly score of a trained seed.
+Seed directory: config.json, intensity.json, checkpoints/, metrics.jsonl, phase1.npz, scores.npz,
+results.json, report.md, plots/*.png. ``Trained.energy(images) -> (B,)`` is the anomaly score of a trained seed.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
@@ -40,22 +45,24 @@ import numpy as np
 from jaxebm.config import ConfigError, check_seeds, require_positive
 from jaxebm.data.generate import GenerationConfig, generate_jets
 from jaxebm.data.hidden_valley import hidden_valley_settings
-from jaxebm.data.images import jet_images
+from jaxebm.data.images import REMAP_NORMS, jet_images
 from jaxebm.data.io import JetSample, read_jets
 from jaxebm.data.preprocess import center_rotate_flip_nae, constituent_features, constituent_pt_eta_phi
-from jaxebm.experiments.nae_report import in_batches, jitted, latent_map, write_seed_report, write_summary
+from jaxebm.experiments.nae_report import (ROLE_LABELS, ae_stage_title, in_batches, jitted, latent_map, plot_latent_map,
+                                           write_seed_report, write_summary)
 from jaxebm.inference import energy_scores
 from jaxebm.metrics.tagging import tagging_metrics
 from jaxebm.models.conv_ae import ConvAE, ConvAEConfig, check_images
 from jaxebm.runs import DataFile, Experiment, SeedJob
-from jaxebm.runs.records import atomic_write_bytes, atomic_write_text
+from jaxebm.runs.records import atomic_write_bytes, atomic_write_text, git_commit
 from jaxebm.train import nae
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.loop import LoopConfig, train_loop
 from jaxebm.train.monitor import HealthConfig
 
-__all__ = ["DIRECTIONS", "EXPERIMENT", "DataConfig", "ExperimentConfig", "RunConfig", "Trained", "data_files",
-           "jet_images_of", "validate"]
+__all__ = ["DIRECTIONS", "EXPERIMENT", "INTENSITY_SCALES", "DataConfig", "ExperimentConfig", "IntensityScaleError",
+           "LatentCollapseError", "RunConfig", "Trained", "check_latent_spread", "data_files", "intensity_scale_of",
+           "jet_images_of", "latent_resultant_length", "read_intensity_scale", "validate"]
 
 CONFIG_DIR = Path(__file__).parent / "configs" / "nae"
 BEST_METRIC = "val_abs_loss"
@@ -65,6 +72,16 @@ SAMPLES = {"qcd": ("qcd", (550.0, 650.0), (500.0, 700.0)), "top": ("top", (550.0
            "qcd_low": ("qcd", (150.0, 300.0), (130.0, 330.0)),
            "dark": ("dark", (150.0, 300.0), (0.0, 13000.0))}  # s-channel Z' (2 -> 1): no pTHat cut applies
 SAMPLE_LABELS = {"qcd": "QCD", "top": "top", "qcd_low": "QCD", "dark": "dark (Aachen)"}
+INTENSITY_SCALES = ("max_pixel", "none")  # c = 1 / (largest training pixel), or c = 1 (the paper's scale)
+INTENSITY_FILE = "intensity.json"
+
+
+class IntensityScaleError(ConfigError):
+    """A seed directory without its recorded intensity scale: its model cannot score images."""
+
+
+class LatentCollapseError(RuntimeError):
+    """The AE phase ended with every jet encoded to nearly one latent point."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,9 @@ class DataConfig:
     direction: "tag_top", "tag_qcd" or "tag_dark" (module doc). num_train, num_val: background jets
     trained on / used for model selection; num_test: test jets per class. Each sample file holds
     ``num_train + num_val + num_test`` jets: rows [0, num_train) train, then validation, then test.
-    pt_power: pixel remap n (1: none). sigma: Gaussian filter width in pixels. num_pixels: P.
+    pt_power: pixel remap n (1: none). pt_power_norm: "sum" (I^n / sum I^n, the public code's) or "none".
+    intensity_scale: "max_pixel" (c = 1 / largest training pixel, the network sees c x) or "none" (c = 1).
+    sigma: Gaussian filter width in pixels. num_pixels: P.
     dark_*: Hidden Valley model of the dark sample ("Aachen" defaults, `jaxebm.data.hidden_valley`).
     generator_seed, num_workers: Pythia seeding and processes.
     """
@@ -85,6 +104,8 @@ class DataConfig:
     num_val: int = 500
     num_test: int = 1000
     pt_power: float = 1.0
+    pt_power_norm: str = "sum"
+    intensity_scale: str = "none"
     sigma: float = 1.0
     num_pixels: int = 40
     dark_r_inv: float = 0.75
@@ -98,6 +119,9 @@ class DataConfig:
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
             raise ValueError(f"data.direction must be one of {tuple(DIRECTIONS)}, got {self.direction!r}")
+        for name, allowed in (("pt_power_norm", REMAP_NORMS), ("intensity_scale", INTENSITY_SCALES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"data.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         require_positive("data", self, ("num_train", "num_val", "num_test", "pt_power", "sigma", "num_pixels",
                                         "num_workers"))
         self.dark_settings()  # validates the dark model
@@ -118,6 +142,8 @@ class RunConfig:
     compete for the selected checkpoint. collapse_factor: a NAE step whose |E(x-)| or |E(x-) - E(x+)|
     exceeds this many times the phase-1 validation energy is a sampler collapse (rollback).
     max_rollbacks: rollbacks per seed. num_plot_images: images averaged in the image plots.
+    max_latent_resultant: collapse guard, the largest mean resultant length R = |mean z| of the encoded
+    validation jets accepted after the AE phase (R = 1: every jet at one latent point); 1 turns the guard off.
     """
 
     num_steps: int = 1200
@@ -129,6 +155,7 @@ class RunConfig:
     collapse_factor: float = 100.0
     max_rollbacks: int = 3
     num_plot_images: int = 500
+    max_latent_resultant: float = 0.99
 
     def __post_init__(self):
         require_positive("run", self, ("num_steps", "ae_steps", "log_every", "checkpoint_every", "eval_every",
@@ -138,6 +165,8 @@ class RunConfig:
                              "the NAE phase needs iterations")
         if not 0.0 <= self.select_after < 1.0:
             raise ValueError(f"run.select_after must be in [0, 1), got {self.select_after}")
+        if not 0.0 < self.max_latent_resultant <= 1.0:
+            raise ValueError(f"run.max_latent_resultant must be in (0, 1], got {self.max_latent_resultant}")
 
 
 @dataclass(frozen=True)
@@ -232,7 +261,7 @@ def jet_images_of(sample: JetSample, data: DataConfig) -> np.ndarray:
     features = constituent_features(sample.constituents, sample.mask, sample.jets)
     eta, phi = center_rotate_flip_nae(pt, features[..., 1], features[..., 2], sample.mask)
     images = jet_images(pt, eta, phi, sample.mask, num_pixels=data.num_pixels, sigma=data.sigma,
-                        pt_power=data.pt_power)
+                        pt_power=data.pt_power, pt_power_norm=data.pt_power_norm)
     return np.clip(images, 0.0, 1.0)  # the filter can leave -1e-9 round-off
 
 
@@ -241,6 +270,40 @@ def load_images(path: Path, data: DataConfig, split: str) -> np.ndarray:
     bounds = {"train": (0, data.num_train), "val": (data.num_train, data.num_train + data.num_val),
               "test": (data.num_train + data.num_val, data.num_train + data.num_val + data.num_test)}[split]
     return check_images(jet_images_of(read_jets(path, *bounds), data), data.num_pixels)
+
+
+def intensity_scale_of(train_images: np.ndarray, rule: str) -> float:
+    """The intensity scale c of ``rule`` (`INTENSITY_SCALES`) from the training images ``(n, P, P)``."""
+    if rule == "none":
+        return 1.0
+    if rule != "max_pixel":
+        raise ValueError(f"intensity scale rule must be one of {INTENSITY_SCALES}, got {rule!r}")
+    brightest = float(np.max(train_images))
+    if not brightest > 0:
+        raise ValueError("intensity_scale 'max_pixel' needs a positive pixel in the training images; all are 0")
+    return 1.0 / brightest
+
+
+def read_intensity_scale(seed_dir: Path) -> float:
+    """The intensity scale recorded in ``seed_dir/intensity.json``; `IntensityScaleError` if it is missing."""
+    path = Path(seed_dir) / INTENSITY_FILE
+    if not path.exists():
+        raise IntensityScaleError(f"{path} is missing: the intensity scale c that this seed's network applies to "
+                                  "every image is unknown, so its model cannot score images. Restore the file or "
+                                  "retrain the seed")
+    return float(json.loads(path.read_text())["scale"])
+
+
+def _seed_model(config: ExperimentConfig, seed_dir: Path, train_images: np.ndarray) -> ConvAE:
+    """The seed's network with its intensity scale: read from ``intensity.json``, or computed from the
+    training images and recorded there (before any training)."""
+    path = Path(seed_dir) / INTENSITY_FILE
+    if not path.exists():
+        scale = intensity_scale_of(train_images, config.data.intensity_scale)
+        record = {"scale": scale, "rule": config.data.intensity_scale,
+                  "largest_training_pixel": float(np.max(train_images)), "num_training_images": len(train_images)}
+        atomic_write_text(path, json.dumps(record, indent=2))
+    return ConvAE(dataclasses.replace(config.model, intensity_scale=read_intensity_scale(seed_dir)))
 
 
 class ImageBatches:
@@ -277,8 +340,9 @@ class ImageBatches:
 
 
 class Trained(NamedTuple):
-    """A trained seed at its selected checkpoint: model, NAE config, state, selected step, and the
-    phase-1 summary (``phase1.npz`` contents)."""
+    """A trained seed at its selected checkpoint: model (its config holds the seed's intensity scale, so
+    every image it scores is scaled the way the training images were), NAE config, state, selected step,
+    and the phase-1 summary (``phase1.npz`` contents)."""
 
     model: ConvAE
     nae_config: nae.NAEConfig
@@ -287,7 +351,7 @@ class Trained(NamedTuple):
     phase1: dict
 
     def energy(self, images, batch_size: int = 512) -> np.ndarray:
-        """Anomaly score: per-pixel MSE energy ``(B,)`` of images ``(B, P, P)`` in [0, 1]."""
+        """Anomaly score: per-pixel MSE energy ``(B,)`` (raw units) of raw images ``(B, P, P)`` in [0, 1]."""
         images = check_images(images, self.model.config.image_size)
         return batched_energy(self.model, self.nae_config, self.state, images, batch_size)
 
@@ -332,9 +396,32 @@ def _template(model: ConvAE, config: ExperimentConfig):
     return jax.eval_shape(lambda key: nae.create_state(key, model, config.nae, x), jax.random.key(0))
 
 
-def _phase1_summary(model: ConvAE, config: ExperimentConfig, state: nae.NAEState, job: SeedJob) -> dict:
+def latent_resultant_length(latents: np.ndarray) -> float:
+    """Mean resultant length ``R = |mean z|`` of unit latent vectors ``(n, D_z)``: 1 when all coincide,
+    ~0 when they spread over the sphere."""
+    return float(np.linalg.norm(np.mean(np.asarray(latents, np.float64), axis=0)))
+
+
+def check_latent_spread(phase1: dict, limit: float) -> None:
+    """The collapse guard: `LatentCollapseError` naming cause and remedy when the encoded validation jets'
+    mean resultant length (``phase1["latent_resultant_length"]``) exceeds ``limit`` (< 1; 1: no check)."""
+    resultant, ratio = float(phase1["latent_resultant_length"]), float(phase1["mse_over_mean_image_mse"])
+    if limit < 1.0 and resultant > limit:
+        raise LatentCollapseError(
+            f"the AE phase collapsed: the encoded validation jets have mean resultant length R = {resultant:.4f} > "
+            f"{limit} (all near one latent point) and reconstruct to MSE / mean-image MSE = {ratio:.3f}: the decoder "
+            "outputs about the average training image for every jet, so no energy from it measures anything but "
+            "the distance to that average. Cause: pixel values far below the sigmoid decoder's range "
+            "(pixel pT / jet pT ~ 1e-3). Remedy: data.intensity_scale = 'max_pixel' (the network sees the images "
+            "scaled to a largest training pixel of 1), or a longer AE phase (run.ae_steps) / larger nae.ae_lr")
+
+
+def _phase1_summary(model: ConvAE, config: ExperimentConfig, state: nae.NAEState, job: SeedJob,
+                    train: np.ndarray) -> dict:
     """Plain-AE results at the end of phase 1: validation and test energies, test latents, a few
-    reconstructions (averaged in the plots)."""
+    reconstructions (averaged in the plots), and the collapse-guard numbers of the validation jets:
+    ``latent_resultant_length`` and ``mse_over_mean_image_mse`` (their mean MSE over the mean MSE to the
+    average training image)."""
     val = load_images(job.data["background"], config.data, "val")
     tests = {role: load_images(job.data[role], config.data, "test") for role in ("background", "signal")}
     energies = {role: batched_energy(model, config.nae, state, x) for role, x in tests.items()}
@@ -344,7 +431,10 @@ def _phase1_summary(model: ConvAE, config: ExperimentConfig, state: nae.NAEState
     latents = {role: in_batches(fns.encode, variables, x) for role, x in tests.items()}
     recon = {role: in_batches(fns.reconstruct, variables, x[:num]).mean(0) for role, x in tests.items()}
     val_energy = float(np.mean(batched_energy(model, config.nae, state, val)))
+    mean_image_mse = float(np.mean(np.square(val - train.mean(axis=0))))
     return {"val_energy": np.float64(val_energy), "step": np.int64(int(state.step)),
+            "latent_resultant_length": np.float64(latent_resultant_length(in_batches(fns.encode, variables, val))),
+            "mse_over_mean_image_mse": np.float64(val_energy / mean_image_mse),
             **{f"energy_{r}": e for r, e in energies.items()}, **{f"latent_{r}": z for r, z in latents.items()},
             **{f"recon_mean_{r}": m for r, m in recon.items()},
             **latent_map(model, config.nae, state, latents["background"], seed=job.seed)}
@@ -394,9 +484,10 @@ def _start_phase2(job: SeedJob, config: ExperimentConfig, template, batches: Ima
 
 
 def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
-    """Phase 1 (AE), the plain-AE summary, phase 2 (NAE); resumes from the seed's checkpoints."""
-    model = ConvAE(config.model)
+    """Intensity scale, phase 1 (AE), the plain-AE summary and collapse guard, phase 2 (NAE); resumes from
+    the seed's checkpoints."""
     train = load_images(job.data["background"], config.data, "train")
+    model = _seed_model(config, job.directory, train)
     template = _template(model, config)
     ae_loop, nae_loop = _loop_configs(config, job.progress)
     with Checkpointer(job.directory / "checkpoints") as ckpt:
@@ -407,9 +498,15 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
         batches = ImageBatches(train, config.nae.ae_batch_size, seed=job.seed)
         state = train_loop(_train_steps(model, config.nae)[0], state, batches, job.directory, ae_loop,
                            run_config=config)
-        phase1 = _phase1_summary(model, config, state, job)
+        phase1 = _phase1_summary(model, config, state, job, train)
         atomic_write_bytes(job.directory / "phase1.npz", lambda handle: np.savez(handle, **phase1))
+        title = ae_stage_title(phase1)
+        plot_latent_map({title: phase1}, {title: {r: phase1[f"latent_{r}"] for r in ("background", "signal")}},
+                        ROLE_LABELS[config.data.direction], job.directory / "plots" / "latent_ae.png")
         trained_steps = config.run.ae_steps
+    print(f"seed {job.seed}: AE latent R = {float(phase1['latent_resultant_length']):.3f}, MSE / mean-image MSE = "
+          f"{float(phase1['mse_over_mean_image_mse']):.3f} (intensity scale c = {model.config.intensity_scale:.4g})")
+    check_latent_spread(phase1, config.run.max_latent_resultant)
     batches = ImageBatches(train, config.nae.batch_size, seed=job.seed + 1)
     if trained_steps <= config.run.ae_steps:
         _start_phase2(job, config, template, batches)
@@ -426,8 +523,8 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
 
 
 def load_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
-    """A trained seed from its directory, without training."""
-    model = ConvAE(config.model)
+    """A trained seed from its directory, without training (`IntensityScaleError` without ``intensity.json``)."""
+    model = ConvAE(dataclasses.replace(config.model, intensity_scale=read_intensity_scale(job.directory)))
     phase1 = _read_phase1(job)
     if phase1 is None:
         raise ConfigError(f"{job.directory}: no phase1.npz: the seed has not finished its AE phase")
@@ -451,7 +548,11 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     phase1 = trained.phase1
     results = {
         "seed": job.seed, "direction": config.data.direction, "pt_power": config.data.pt_power,
-        "ae": _tagging(phase1["energy_background"], phase1["energy_signal"]),
+        "pt_power_norm": config.data.pt_power_norm, "intensity_scale": trained.model.config.intensity_scale,
+        "git_commit": git_commit(),
+        "ae": {**_tagging(phase1["energy_background"], phase1["energy_signal"]),
+               "latent_resultant_length": float(phase1["latent_resultant_length"]),
+               "mse_over_mean_image_mse": float(phase1["mse_over_mean_image_mse"])},
         "nae": _tagging(energies["background"], energies["signal"]),
         "selected_step": trained.best_step, "ae_steps": config.run.ae_steps, "num_steps": config.run.num_steps,
         "mean_energy": {"ae": {r: float(np.mean(phase1[f"energy_{r}"])) for r in ("background", "signal")},

@@ -21,7 +21,7 @@ from jaxebm.runs.records import atomic_write_text
 from jaxebm.train import nae
 from jaxebm.train.monitor import read_metrics
 
-__all__ = ["PAPER", "in_batches", "jitted", "latent_map", "plot_training", "sphere_frame", "write_combined",
+__all__ = ["PAPER", "ae_stage_title", "in_batches", "jitted", "latent_map", "plot_training", "sphere_frame", "write_combined",
            "write_seed_report", "write_summary"]
 
 # The paper's numbers (seed 002 Fig. 4 table and text; dissertation Table 5.11 for the Aachen dark jets,
@@ -106,6 +106,12 @@ def latent_map(model, config: nae.NAEConfig, state: nae.NAEState, background_lat
     return {"map_frame": frame, "map_energy": values.reshape(MAP_SHAPE), "map_paths": np.asarray(paths)}
 
 
+def ae_stage_title(phase1: dict) -> str:
+    """Title of the after-AE panel with the collapse-guard numbers of ``phase1`` (`_phase1_summary`)."""
+    return (f"after AE pre-training: R = {float(phase1['latent_resultant_length']):.3f}, "
+            f"MSE / mean-image MSE = {float(phase1['mse_over_mean_image_mse']):.3f}")
+
+
 def plot_latent_map(maps: dict[str, dict], latents: dict[str, dict[str, np.ndarray]], labels: tuple[str, str],
                     path: Path, num_points: int = 400) -> Path:
     """Equirectangular maps of log10 H(z), one panel per stage (``{stage: latent_map output}``), with the
@@ -161,9 +167,9 @@ def write_seed_report(seed_dir: Path, config, results: dict, trained, tests: dic
         nae_map = latent_map(model, trained.nae_config, state, latents_nae["background"], seed=int(results["seed"]))
         ae_map = {key: phase1[key] for key in ("map_frame", "map_energy", "map_paths")}
         latents_ae = {r: phase1[f"latent_{r}"] for r in ("background", "signal")}
-        plot_latent_map({"after AE pre-training": ae_map, "after NAE training": nae_map},
-                        {"after AE pre-training": latents_ae, "after NAE training": latents_nae}, labels,
-                        plots / "latent_landscape.png")
+        title = ae_stage_title(phase1)
+        plot_latent_map({title: ae_map, "after NAE training": nae_map},
+                        {title: latents_ae, "after NAE training": latents_nae}, labels, plots / "latent_landscape.png")
     negatives = fns.negatives(jax.random.key(int(results["seed"]) + 99), state)
     plot_average_images({
         f"{labels[0]} input": tests["background"][:num],
@@ -177,7 +183,10 @@ def write_seed_report(seed_dir: Path, config, results: dict, trained, tests: dic
              "| model | AUC | 1/eps_B(eps_S = 0.2) |", "|---|---|---|"]
     for stage in ("ae", "nae"):
         lines.append(f"| {stage.upper()} | {results[stage]['auc']:.4f} | {results[stage]['inv_eps_b_0.2']:.1f} |")
-    lines += ["", f"Selected NAE checkpoint: step {results['selected_step']} (AE phase: {results['ae_steps']} "
+    lines += ["", f"AE latent mean resultant length R = {results['ae']['latent_resultant_length']:.3f}, MSE / "
+                  f"mean-image MSE = {results['ae']['mse_over_mean_image_mse']:.3f}; intensity scale c = "
+                  f"{results['intensity_scale']:.4g}; commit {results['git_commit']}.",
+              "", f"Selected NAE checkpoint: step {results['selected_step']} (AE phase: {results['ae_steps']} "
                   f"iterations, total {results['num_steps']}); training time {results['timing']['train_seconds']} s.",
               "", "Plots: " + ", ".join(f"plots/{p.name}" for p in sorted(plots.glob("*.png")))]
     atomic_write_text(seed_dir / "report.md", "\n".join(lines) + "\n")
@@ -212,9 +221,12 @@ def _mean_std(values) -> list[float]:
 
 
 def summarise(per_seed: list[dict]) -> dict:
-    """Mean and std over seeds of each stage's AUC and 1/eps_B(0.2), and of the training time."""
+    """Mean and std over seeds of each stage's AUC and 1/eps_B(0.2), of the AE's collapse-guard numbers
+    (latent mean resultant length, MSE over mean-image MSE) and of the training time."""
     summary = {stage: {key: _mean_std([r[stage][key] for r in per_seed]) for key in ("auc", "inv_eps_b_0.2")}
                for stage in ("ae", "nae")}
+    for key in ("latent_resultant_length", "mse_over_mean_image_mse"):
+        summary["ae"][key] = _mean_std([r["ae"][key] for r in per_seed])
     summary["train_seconds"] = _mean_std([r["timing"]["train_seconds"] for r in per_seed])
     summary["seeds"] = [r["seed"] for r in per_seed]
     return summary
@@ -253,12 +265,20 @@ def write_summary(out_dir: Path, config, per_seed: list[dict], *, record=None, s
                      f"{_format(summary[stage]['inv_eps_b_0.2'], 1, config.data.num_test)} | "
                      f"{ref[0] if ref else '-'} | "
                      f"{ref[1] if ref else '-'} |")
-    lines += ["", f"Training time per seed: {_format(summary['train_seconds'], 0)} s."]
+    lines += ["", f"AE latent mean resultant length R: {_format(summary['ae']['latent_resultant_length'], 3)}; "
+                  f"MSE / mean-image MSE: {_format(summary['ae']['mse_over_mean_image_mse'], 3)}.",
+              "", f"Training time per seed: {_format(summary['train_seconds'], 0)} s."]
     atomic_write_text(Path(out_dir) / "report.md", "\n".join(lines) + "\n")
     return {**summary, "mean": {s: summary[s] for s in ("ae", "nae")}}
 
 
 # ---------------------------------------------------------------------------------------------- combined
+
+
+def _resultant(row: dict) -> str:
+    """The AE latent mean resultant length of a results row, '-' for rows from before the collapse guard."""
+    values = row["ae"].get("latent_resultant_length")
+    return _format(values, 3) if values else "-"
 
 
 def write_combined(run_dirs: dict[str, Path], out_dir: Path, *, data_summaries: dict | None = None,
@@ -287,8 +307,9 @@ def write_combined(run_dirs: dict[str, Path], out_dir: Path, *, data_summaries: 
         if data_summaries is not None and data_path.exists():
             data_summaries.update(json.loads(data_path.read_text()))
     lines = ["## Top vs QCD, both directions", "",
-             "| direction | model | AUC | 1/eps_B(eps_S=0.2) | paper AUC | paper 1/eps_B | seeds | train s / seed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| direction | model | AUC | 1/eps_B(eps_S=0.2) | paper AUC | paper 1/eps_B | AE latent R | seeds "
+             "| train s / seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for label, row in rows.items():
         if row["direction"] == "tag_dark":
             continue
@@ -296,7 +317,8 @@ def write_combined(run_dirs: dict[str, Path], out_dir: Path, *, data_summaries: 
             ref = row["paper"].get(stage)
             lines.append(f"| {label} | {stage.upper()} | {_format(row[stage]['auc'], 3)} | "
                          f"{_format(row[stage]['inv_eps_b_0.2'], 1, row['num_test'])} | {ref[0] if ref else '-'} | "
-                         f"{ref[1] if ref else '-'} | {len(row['seeds'])} | {row['train_seconds'][0]:.0f} |")
+                         f"{ref[1] if ref else '-'} | {_resultant(row)} | {len(row['seeds'])} | "
+                         f"{row['train_seconds'][0]:.0f} |")
     dark = {label: row for label, row in rows.items() if row["direction"] == "tag_dark"}
     if dark:
         ordered = sorted(dark.values(), key=lambda r: -r["pt_power"])
@@ -307,6 +329,9 @@ def write_combined(run_dirs: dict[str, Path], out_dir: Path, *, data_summaries: 
                   "| 1/eps_B(0.2) | "
                   + " | ".join(_format(r["nae"]["inv_eps_b_0.2"], 1, r["num_test"]) for r in ordered) + " |",
                   "| AUC, plain AE | " + " | ".join(_format(r["ae"]["auc"], 3) for r in ordered) + " |",
+                  "| 1/eps_B(0.2), plain AE | "
+                  + " | ".join(_format(r["ae"]["inv_eps_b_0.2"], 1, r["num_test"]) for r in ordered) + " |",
+                  "| AE latent R | " + " | ".join(_resultant(r) for r in ordered) + " |",
                   "| paper AUC (Aachen) | " + " | ".join(str((r["paper"]["nae"] or ["-"])[0]) for r in ordered) + " |",
                   "| paper 1/eps_B(0.2) | " + " | ".join(str((r["paper"]["nae"] or ["-", "-"])[1]) for r in ordered)
                   + " |",

@@ -1,7 +1,14 @@
 """Convolutional autoencoder of the normalized autoencoder (NAE, seed 002 Table 2) for jet images.
 
-    x (B, P, P) in [0, 1] --encoder--> z on S^(D_z - 1) (B, D_z) --decoder--> x_hat (B, P, P) in (0, 1)
+    x (B, P, P) in [0, 1] --encoder(c x)--> z on S^(D_z - 1) (B, D_z) --decoder / c--> x_hat (B, P, P) in (0, 1/c)
     energy E(x) = mean over pixels of (x - x_hat)^2                                   (B,)
+
+Intensity scale ``c`` (``intensity_scale``, default 1): the network sees ``c x`` and its sigmoid output is
+divided by ``c``, so images, reconstructions and energies stay in the units of the raw images (pixel pT /
+jet pT) while the network works at pixel values of order 1. In the network's units the energy is
+``E' = c^2 E``; chains run on ``E`` with the paper's constants are the paper's dynamics (module doc of
+`jaxebm.train.nae`). With c = 1 / (largest training pixel) a jet image's brightest pixels sit near 1 for the
+network, where the sigmoid decoder can reach them (at c = 1 the AE collapses to the average jet).
 
 Encoder: Conv(1->c, 3x3) PReLU, Conv(c->c) PReLU, MaxPool 2, Conv(c->c) PReLU, Conv(c->c) PReLU,
 Conv(c->1) PReLU, flatten (P/2)^2, Dense(hidden) PReLU, Dense(D_z), z / ||z||.
@@ -11,8 +18,11 @@ All convolutions are 3x3, stride 1, 'SAME' padding (the paper's padding 1). Defa
 hidden = 100, D_z = 3, the paper's network.
 
 Spectral normalisation (`nn.SpectralNorm`) wraps every Conv, ConvTranspose and Dense layer: each
-kernel, reshaped to a ``(fan_in, out)`` matrix, is divided by its largest singular value estimated by
-power iteration. The iteration vector ``u`` and the estimate ``sigma`` live in the ``batch_stats``
+kernel, reshaped to a matrix as PyTorch's ``spectral_norm`` does (``weight.reshape(size(0), -1)``), is
+divided by its largest singular value estimated by power iteration: ``(out, in*k*k)`` for Conv and Dense
+(Flax's ``(k*k*in, out)``, the transpose), ``(in, out*k*k)`` for ConvTranspose (PyTorch's weight is
+``(in, out, k, k)``; our transposed kernels are stored ``(k, k, out, in)`` so that Flax's reshape gives
+the transpose of that matrix). The iteration vector ``u`` and the estimate ``sigma`` live in the ``batch_stats``
 collection. Every call runs ``num_power_iterations`` iterations from the stored ``u``; only calls
 with ``update_stats=True`` (and ``mutable=['batch_stats']``) store the result. The NAE step does that
 once per training iteration; its samplers use the stored vectors without updating them.
@@ -28,6 +38,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -54,7 +65,8 @@ class ConvAEConfig:
     between flatten and latent. spectral_norm: wrap every Conv/ConvTranspose/Dense layer.
     num_power_iterations: power iterations per call (PyTorch's default 1). prelu_init: initial PReLU
     slope (PyTorch's 0.25). init: "torch" (kernel and bias U(+-1/sqrt(fan_in)), PyTorch's default,
-    which the public code inherits) or "lecun" (Flax's default).
+    which the public code inherits) or "lecun" (Flax's default). output_bias_init: initial bias of the
+    output layer (None: the init's). intensity_scale: c > 0, the network sees ``c x`` (module doc).
     """
 
     image_size: int = 40
@@ -66,6 +78,7 @@ class ConvAEConfig:
     prelu_init: float = 0.25
     init: str = "torch"
     output_bias_init: float | None = None
+    intensity_scale: float = 1.0
 
     def __post_init__(self):
         if self.image_size < 2 or self.image_size % 2:
@@ -75,6 +88,8 @@ class ConvAEConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.latent_dim < 2:
             raise ValueError(f"latent_dim must be >= 2 (a sphere S^(D_z-1)), got {self.latent_dim}")
+        if not (np.isfinite(self.intensity_scale) and self.intensity_scale > 0):
+            raise ValueError(f"intensity_scale must be a positive finite number, got {self.intensity_scale}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
 
@@ -97,11 +112,32 @@ def check_images(images, image_size: int = 40) -> np.ndarray:
     return images
 
 
-def _initialisers(config: ConvAEConfig, fan_in: int):
-    """Kernel and bias initialisers of a layer with ``fan_in`` inputs (kernel ``(..., fan_in, out)``)."""
+def _initialisers(config: ConvAEConfig, fan_in: int, in_axis: int = -2):
+    """Kernel and bias initialisers of a layer with ``fan_in`` inputs; the kernel's input-channel axis is
+    ``in_axis`` (-2 for ``(..., in, out)``, -1 for the transposed convolutions' ``(k, k, out, in)``)."""
+    out_axis = -1 if in_axis == -2 else -2
     if config.init == "torch":
-        return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"), torch_bias_init(fan_in)
-    return nn.initializers.lecun_normal(), nn.initializers.zeros
+        return (nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=in_axis, out_axis=out_axis),
+                torch_bias_init(fan_in))
+    return nn.initializers.lecun_normal(in_axis=in_axis, out_axis=out_axis), nn.initializers.zeros
+
+
+class _ConvTranspose(nn.Module):
+    """3x3 stride-1 'SAME' transposed convolution ``(B, H, W, in) -> (B, H, W, features)`` whose kernel is
+    stored ``(3, 3, features, in)``: spectral norm's ``(-1, last axis)`` reshape is then PyTorch's
+    ConvTranspose matrix ``(in, out*k*k)``, transposed (module doc)."""
+
+    features: int
+    kernel_init: Callable
+    bias_init: Callable
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (3, 3, self.features, x.shape[-1]))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        y = jax.lax.conv_transpose(x, jnp.swapaxes(kernel, -1, -2), (1, 1), "SAME",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + bias
 
 
 class _Layers(nn.Module):
@@ -123,11 +159,13 @@ class _Layers(nn.Module):
              bias_value: float | None = None) -> jax.Array:
         """3x3 stride-1 'SAME' (transposed) convolution on ``x (B, H, W, C)``; ``bias_value``
         overrides the initial bias."""
-        kernel_init, bias_init = _initialisers(self.config, 9 * x.shape[-1])
+        kernel_init, bias_init = _initialisers(self.config, 9 * x.shape[-1], in_axis=-1 if transpose else -2)
         if bias_value is not None:
             bias_init = nn.initializers.constant(bias_value)
-        layer_type = nn.ConvTranspose if transpose else nn.Conv
-        layer = layer_type(features, (3, 3), padding="SAME", kernel_init=kernel_init, bias_init=bias_init)
+        if transpose:
+            layer = _ConvTranspose(features, kernel_init, bias_init)
+        else:
+            layer = nn.Conv(features, (3, 3), padding="SAME", kernel_init=kernel_init, bias_init=bias_init)
         return self._apply(layer, x, update_stats)
 
     def prelu(self, x) -> jax.Array:
@@ -181,16 +219,16 @@ class ConvAE(nn.Module):
             raise ImageInputError(f"images must be (B, {size}, {size}), got {x.shape}")
 
     def encode(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
-        """Images ``(B, P, P)`` -> latent points ``(B, D_z)`` on the unit sphere."""
+        """Images ``(B, P, P)`` (raw units) -> latent points ``(B, D_z)`` on the unit sphere."""
         self._check_shape(x)
-        return self.encoder(x[..., None], update_stats)
+        return self.encoder(self.config.intensity_scale * x[..., None], update_stats)
 
     def decode(self, z: jax.Array, update_stats: bool = False) -> jax.Array:
-        """Latent ``z (B, D_z)`` -> images ``(B, P, P)`` in (0, 1). ``z`` is used as given (the
-        samplers keep it on the sphere)."""
+        """Latent ``z (B, D_z)`` -> images ``(B, P, P)`` in (0, 1/c), raw units. ``z`` is used as given
+        (the samplers keep it on the sphere)."""
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise ValueError(f"z must be (B, {self.config.latent_dim}), got {z.shape}")
-        return self.decoder(z, update_stats)
+        return self.decoder(z, update_stats) / self.config.intensity_scale
 
     def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
         """Reconstruction ``(B, P, P)`` of images ``x (B, P, P)``."""

@@ -7,7 +7,7 @@ Phase 2 (`make_nae_step`), one XLA program per iteration:
      probability ``restart_prob``;
   2. ``z_num_steps`` latent Langevin steps on ``H(z) = E(decoder(z)) / T`` on the sphere;
   3. decode, then ``x_num_steps`` data-space Langevin steps on ``E(x) / T`` inside ``x_bounds``;
-  4. loss ``(mean E(x+) - mean E(x-)) / T + gamma * mean(E^2) + l2_weight * sum(theta^2)``, one
+  4. loss ``c^2 [(mean E(x+) - mean E(x-)) / T + gamma * mean(E^2)] + l2_weight * sum(theta^2)``, one
      forward over data and chain ends that advances the spectral-norm power iteration once;
   5. Adam update; the latent chain ends are written back to the buffer.
 
@@ -22,6 +22,15 @@ gradient-norm clipping):
     which keeps MH exact; clamping would not) and the tangent-space MALA of `jaxebm.sampling.sphere`
     in latent space. With annealing the noise shrinks along the chain while the target stays
     exp(-E / T_c): every step remains an exact MH step.
+
+Units: the model's intensity scale ``c`` (`ConvAEConfig.intensity_scale`, 1 by default) lets the network
+see ``c x`` while images, chains and energies stay in the raw images' units (pixel pT / jet pT). The chains
+run on the raw energy ``E`` with the paper's constants, which is the paper's dynamics in the paper's units;
+in the network's units ``E' = c^2 E`` the same chains read lambda_z / c^2, sigma_x * c, data-chain clip * c,
+bounds * c and gamma / c^2. The losses of both phases are taken in the network's units (``c^2`` times the
+raw-unit CD, penalty and MSE terms; the L2 term unscaled), so Adam sees the gradients of a network trained on
+``c x`` (with its eps of 1e-8 against raw-unit gradients of ~1e-8 the AE would barely move). Metrics
+``e_pos``, ``e_neg``, ``cd``, ``penalty`` are raw units; ``loss`` is the network-unit loss.
 
 Where the public code differs from the paper (`PUBLIC_CODE` holds its values; use
 ``dataclasses.replace(NAEConfig(), **PUBLIC_CODE)``): latent step 0.1 and noise 0.05, data step 100,
@@ -307,25 +316,31 @@ def _l2(params) -> jax.Array:
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(params))
 
 
+def _loss_scale(model: nn.Module) -> float:
+    """``c^2``: raw-unit energies times this are the network's units (module doc)."""
+    return model.config.intensity_scale ** 2
+
+
 def _nae_loss(params, model: nn.Module, config: NAEConfig, spectral, x_pos, x_neg):
-    """NAE loss and its parts; one forward over ``concat(x_pos, x_neg)``."""
+    """NAE loss (network units) and its parts (raw units); one forward over ``concat(x_pos, x_neg)``."""
     energies, new_spectral = _energies_updating(model, params, spectral, jnp.concatenate([x_pos, x_neg]))
     e_pos, e_neg = jnp.split(energies, 2)
     cd = (jnp.mean(e_pos) - jnp.mean(e_neg)) / config.temperature
     squared = {"positive": e_pos, "negative": e_neg, "both": energies}[config.gamma_on]
     penalty = jnp.mean(jnp.square(squared))
     l2 = _l2(params)
-    loss = cd + config.gamma * penalty + config.l2_weight * l2
+    loss = _loss_scale(model) * (cd + config.gamma * penalty) + config.l2_weight * l2
     return loss, (new_spectral, {"cd": cd, "penalty": penalty, "l2": l2, "e_pos": jnp.mean(e_pos),
                                  "e_neg": jnp.mean(e_neg)})
 
 
 def _ae_loss(params, model: nn.Module, spectral, x):
-    """Mean MSE. Phase 1 has no negatives: ``e_neg`` repeats ``e_pos`` and ``gap`` is 0, so the
-    health monitor's energy checks read the data energy only."""
+    """Mean MSE, network units (``c^2`` times ``e_pos``, the raw-unit mean). Phase 1 has no negatives:
+    ``e_neg`` repeats ``e_pos`` and ``gap`` is 0, so the health monitor's energy checks read the data
+    energy only."""
     energies, new_spectral = _energies_updating(model, params, spectral, x)
-    loss = jnp.mean(energies)
-    return loss, (new_spectral, {"e_pos": loss, "e_neg": loss, "gap": jnp.zeros_like(loss)})
+    e_pos = jnp.mean(energies)
+    return _loss_scale(model) * e_pos, (new_spectral, {"e_pos": e_pos, "e_neg": e_pos, "gap": jnp.zeros_like(e_pos)})
 
 
 def _apply_update(state: NAEState, optimizer, loss, grads, new_spectral, new_buffer=None):
@@ -352,8 +367,8 @@ def _check_images_shape(images: jax.Array, model: nn.Module, batch_size: int) ->
 
 def make_ae_step(model: nn.Module, config: NAEConfig) -> Callable:
     """Jitted phase-1 step ``step(state, images (ae_batch_size, P, P)) -> (state, metrics)``
-    (donates ``state``). Metrics: loss (= e_pos, the mean MSE; e_neg = e_pos, gap = 0), grad_norm,
-    lr_scale, is_finite."""
+    (donates ``state``). Metrics: loss (c^2 e_pos), e_pos (the mean MSE, raw units; e_neg = e_pos, gap = 0),
+    grad_norm, lr_scale, is_finite."""
     optimizer = _optimizer(config, config.ae_lr)
 
     def step(state: NAEState, images):
@@ -370,7 +385,7 @@ def make_nae_step(model: nn.Module, config: NAEConfig, *, with_samples: bool = F
     """Jitted NAE step ``step(state, images (batch_size, P, P)) -> (state, metrics)`` (module doc),
     or ``(state, metrics, NegativeSamples)`` with ``with_samples``; donates ``state``.
 
-    Metrics (scalars): loss, cd (= (e_pos - e_neg) / T), penalty (mean squared energy), l2, e_pos,
+    Metrics (scalars): loss (network units, module doc), cd (= (e_pos - e_neg) / T), penalty (mean squared energy), l2, e_pos,
     e_neg (mean energies), gap (= e_neg - e_pos), z_energy, x_energy (mean chain energies H / T and
     E / T at the last step, as the kernels' `ChainInfo` reports them),
     z_acceptance, x_acceptance (mean MH acceptance probability over steps and chains; 1 for ULA),

@@ -78,13 +78,21 @@ def test_gaussian_filter_conserves_the_sum_and_spreads():
 
 
 def test_pt_power_remaps_normalised_pixel_intensities():
+    """Default: the public code's renormalised remap I^n / sum(I^n); "none": plain I^n."""
     pt, eta, phi, mask = narrow_jets(3)
     linear = jet_images(pt, eta, phi, mask).astype(np.float64)
     for power in (0.5, 0.1, 0.01):
-        remapped = jet_images(pt, eta, phi, mask, pt_power=power)
+        remapped = jet_images(pt, eta, phi, mask, pt_power=power, pt_power_norm="none")
         np.testing.assert_allclose(remapped, linear**power, rtol=1e-5)
+        renormalised = jet_images(pt, eta, phi, mask, pt_power=power)
+        np.testing.assert_allclose(renormalised, linear**power / np.sum(linear**power, axis=(1, 2), keepdims=True),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(renormalised.sum(axis=(1, 2)), 1.0, rtol=1e-5)
     filtered = jet_images(pt, eta, phi, mask, sigma=1.0).astype(np.float64)
-    np.testing.assert_allclose(jet_images(pt, eta, phi, mask, sigma=1.0, pt_power=0.3), filtered**0.3, rtol=1e-4)
+    np.testing.assert_allclose(jet_images(pt, eta, phi, mask, sigma=1.0, pt_power=0.3, pt_power_norm="none"),
+                               filtered**0.3, rtol=1e-4)
+    with pytest.raises(JetInputError, match="pt_power_norm"):
+        jet_images(pt, eta, phi, mask, pt_power=0.3, pt_power_norm="max")
 
 
 def test_nae_preprocessing_puts_the_hardest_region_lower_left():
