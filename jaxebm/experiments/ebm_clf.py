@@ -44,6 +44,7 @@ from jaxebm.experiments.ebm_report import write_data_summary
 from jaxebm.inference import GenerationConfig, generate, model_scores
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import Experiment, SeedJob
+from jaxebm.runs.records import atomic_write_json
 from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.loop import LoopConfig, train_loop
@@ -172,7 +173,7 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
     train_sample = read_jets(job.data["train"])
     pipeline = ConstituentPipeline.fit(train_sample, num_constituents=config.data.num_constituents,
                                        padding_mode=config.cd.padding_mode, feature_space=config.data.feature_space)
-    (job.directory / "pipeline.json").write_text(json.dumps(pipeline.to_dict(), indent=2))
+    atomic_write_json(job.directory / "pipeline.json", pipeline.to_dict(), sort_keys=False)
     cd_config = dataclasses.replace(config.cd, steps_per_epoch=max(1, len(train_sample.jets) // config.cd.batch_size))
     model, noise_fn = _setup(config, pipeline)
 
@@ -184,9 +185,15 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
     example_x, example_mask = to_model_inputs(read_jets(job.data["train"], 0, cd_config.batch_size))[:2]
     state = create_train_state(jax.random.key(job.seed), model, cd_config, example_x, example_mask, noise_fn)
     test_inputs = {p: pipeline.transform(s)[:2] for p, s in read_test_sets(config.data, job.data).items()}
+
+    def eval_fn(s):
+        point = curve_point(model, s.ema_params, test_inputs)
+        print(f"seed {job.seed}: step {int(s.step)}: E(x) AUC top {point['energy_auc_top']:.3f}, "
+              f"H {point['energy_auc_h_hh_4b']:.3f}; top-1 {point['top1']:.3f}", flush=True)
+        return point
+
     state = train_loop(make_cd_step(model, cd_config, noise_fn), state, batches, job.directory,
-                       loop_config(config, job.progress), run_config=config,
-                       eval_fn=lambda s: curve_point(model, s.ema_params, test_inputs))
+                       loop_config(config, job.progress), run_config=config, eval_fn=eval_fn)
     return Trained(model, pipeline, noise_fn, state.ema_params, int(state.step))
 
 

@@ -494,6 +494,8 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
         trained_steps = ckpt.latest_step() or 0
     phase1 = _read_phase1(job)
     if phase1 is None:
+        print(f"seed {job.seed}: phase 1, autoencoder on the reconstruction error, to step {config.run.ae_steps}",
+              flush=True)
         state = nae.create_state(jax.random.key(job.seed), model, config.nae, jnp.asarray(train[:2]))
         batches = ImageBatches(train, config.nae.ae_batch_size, seed=job.seed)
         state = train_loop(_train_steps(model, config.nae)[0], state, batches, job.directory, ae_loop,
@@ -514,6 +516,8 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
     select_from = config.run.ae_steps + int(config.run.select_after * (config.run.num_steps - config.run.ae_steps))
     threshold = config.run.collapse_factor * float(phase1["val_energy"])
     health = HealthConfig(max_abs_energy=threshold, max_abs_gap=threshold, max_rollbacks=config.run.max_rollbacks)
+    print(f"seed {job.seed}: phase 2, normalized autoencoder (latent and data chains), to step "
+          f"{config.run.num_steps}", flush=True)
     state = nae.create_state(jax.random.key(job.seed), model, config.nae, jnp.asarray(train[:2]))
     state = train_loop(_train_steps(model, config.nae)[1], state, batches, job.directory, nae_loop, health=health,
                        eval_fn=make_validation_fn(model, config, val, select_from), run_config=config)
