@@ -3,11 +3,14 @@
 Policies (``TransformerConfig.compute_dtype``):
   "float32" (default): every product in float32, the code path of the models without a policy
     (bit-identical numbers).
-  "bfloat16": every matrix product (Dense layers, attention einsums) takes bfloat16 operands and
-    accumulates and returns float32 -- the fast product on CPUs with AVX512-BF16 (and on GPUs). Its
-    backward products (input and parameter gradients) do the same. Everything else stays float32:
-    parameters, optimiser state, EMA, activations between products, softmax, Langevin positions and
-    noise, summed energies, Metropolis accepts.
+  "bfloat16": every Dense layer's product takes bfloat16 operands and accumulates and returns
+    float32 -- the fast product on CPUs with AVX512-BF16 (and on GPUs). Its backward products (input
+    and parameter gradients) do the same. Everything else stays float32: parameters, optimiser state,
+    EMA, activations between products, softmax, Langevin positions and noise, summed energies,
+    Metropolis accepts -- and the attention products (scores, weighted sum; ~3% of the matrix FLOPs
+    at the paper size): XLA:CPU (jax 0.10.2) runs a batched product whose lhs contraction is not its
+    minor dimension, as in their backward pass, on a fallback kernel that has no bf16 x bf16 -> f32
+    ("Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32").
 
 Why a custom VJP: with plain casts (``a.astype(bf16)`` before ``lax.dot_general(...,
 preferred_element_type=f32)``), JAX's transpose rule multiplies the float32 cotangent by the upcast
@@ -23,7 +26,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["COMPUTE_DTYPES", "check_compute_dtype", "bf16_einsum", "bf16_dot_general", "matmul", "dense_dot_general"]
+__all__ = ["COMPUTE_DTYPES", "check_compute_dtype", "bf16_einsum", "bf16_dot_general", "dense_dot_general"]
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -94,13 +97,6 @@ def bf16_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisio
     (bfloat16 operands, float32 result); ``precision`` and ``preferred_element_type`` are ignored."""
     del precision, preferred_element_type
     return bf16_einsum(_spec_of(dimension_numbers, lhs.ndim, rhs.ndim), lhs, rhs)
-
-
-def matmul(spec: str, a: jax.Array, b: jax.Array, compute_dtype: str) -> jax.Array:
-    """``einsum(spec, a, b)`` under the policy: plain ``jnp.einsum`` ("float32") or `bf16_einsum`."""
-    if check_compute_dtype(compute_dtype) == "float32":
-        return jnp.einsum(spec, a, b)
-    return bf16_einsum(spec, a, b)
 
 
 def dense_dot_general(compute_dtype: str) -> Callable | None:

@@ -12,8 +12,9 @@ Sign: the module returns the energy itself, lower = more probable, density ``exp
 public code reads its network output as the negative energy; with a sign-symmetric initialisation of
 the last layer the two conventions are the same model family, so no sign flip is applied anywhere.
 
-Precision: ``compute_dtype="bfloat16"`` runs every matrix product with bfloat16 operands and float32
-accumulation and result (`jaxebm.models.precision`); parameters, activations and energies stay float32.
+Precision: ``compute_dtype="bfloat16"`` runs every Dense product with bfloat16 operands and float32
+accumulation and result (`jaxebm.models.precision`); parameters, activations, the attention products and
+the energies stay float32.
 
 Masks are explicit: ``mask (B, N)`` bool, True for a real constituent. Padded slots are zeroed at the
 input, are never attended to (keys), and are left out of the sum pooling, so their values (Langevin
@@ -45,7 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxebm.models.common import INITS, activation, dense, padded_to_zero
-from jaxebm.models.precision import check_compute_dtype, dense_dot_general, matmul
+from jaxebm.models.precision import check_compute_dtype, dense_dot_general
 
 __all__ = ["TransformerConfig", "TransformerEnergy", "MaskedSelfAttention", "SelfAttentionBlock"]
 
@@ -68,8 +69,8 @@ class TransformerConfig:
     init: "torch" (paper: PyTorch default) or "lecun" (Flax default); see `jaxebm.models.common`.
     num_classes: None (plain energy, one output) or K >= 2 (hybrid: K logits, module doc).
     compute_dtype: precision policy of the matrix products (`jaxebm.models.precision`): "float32"
-      (default) or "bfloat16" (bf16 operands, float32 accumulation and result; parameters, activations
-      between products and the energy stay float32).
+      (default) or "bfloat16" (Dense products: bf16 operands, float32 accumulation and result; parameters,
+      activations, attention products and the energy stay float32).
     """
 
     num_features: int = 3
@@ -120,12 +121,12 @@ class MaskedSelfAttention(nn.Module):
         product = dense_dot_general(c.compute_dtype)
         qkv = dense(h, 3 * c.d_model, c.init, "qkv", product).reshape(batch, num, 3, c.num_heads, head_dim)
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        scores = matmul("bqhd,bkhd->bhqk", query, key, c.compute_dtype) / jnp.sqrt(float(head_dim))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(float(head_dim))
         is_real_key = mask[:, None, None, :]
         scores = jnp.where(is_real_key, scores, jnp.finfo(scores.dtype).min)
         weights = jnp.where(is_real_key, jax.nn.softmax(scores, axis=-1), 0.0)
         weights = nn.Dropout(c.dropout_rate)(weights, deterministic=deterministic)
-        attended = matmul("bhqk,bkhd->bqhd", weights, value, c.compute_dtype).reshape(batch, num, c.d_model)
+        attended = jnp.einsum("bhqk,bkhd->bqhd", weights, value).reshape(batch, num, c.d_model)
         return dense(attended, c.d_model, c.init, "out", product)
 
 
