@@ -122,7 +122,7 @@ def torch_langevin_runner(setup: Setup, x0, mask):
     device = torch_peer.pick_device(jax.devices()[0].platform)
     module = torch_peer.build_model(SIZES[setup.size], device)
     torch_peer.set_frozen(module, True)
-    xt, mt = (torch_peer.torch.from_numpy(jax.device_get(a)).to(device) for a in (x0, mask))
+    xt, mt = (torch_peer.torch.tensor(jax.device_get(a), device=device) for a in (x0, mask))
     steps = setup.langevin_steps_per_call
     return (lambda: torch_peer.langevin_chain(module, xt, mt, steps, CHAIN.step_size, CHAIN.noise_scale)), None
 
