@@ -5,7 +5,8 @@
 #
 # PART: quick (tiny sizes, checks the whole path, ~2-3 min), langevin-paper, langevin-small,
 # rest (cost check, training, generation), all (everything in one process, no time limit),
-# merge (joins the three part files into ebm_gpu.json/.md).
+# merge (joins the three part files into ebm_gpu.json/.md), precision (benchmarks/bench_precision.py: f32 against
+# the bf16 compute policy, Langevin step and CD iteration at the paper size, to precision_gpu.{json,md}).
 # Needs only jax (with its CUDA plugin), flax, optax, orbax, chex and h5py; runs the PyTorch peer when
 # `import torch` finds CUDA (NO_PEER=1 turns it off). Results go to benchmarks/results/ebm_gpu*.{json,md}
 # and, with the log and nvidia-smi's view of the card, to $OUT when that is set.
@@ -27,10 +28,11 @@ case "$part" in
   langevin-small) args=(--sections langevin --sizes small) ;;
   rest)           args=(--sections cost train generation) ;;
   all)            args=() ;;
+  precision)      exec "$PYTHON" -m benchmarks.bench_precision --out-dir "$OUT_DIR" "$@" ;;
   merge)
     exec "$PYTHON" -m benchmarks.bench_ebm --merge "$RESULTS/ebm_gpu_langevin_paper.json" \
       "$RESULTS/ebm_gpu_langevin_small.json" "$RESULTS/ebm_gpu_cost-train-generation.json" ;;
-  *) echo "unknown part '$part' (quick, langevin-paper, langevin-small, rest, all, merge)" >&2; exit 2 ;;
+  *) echo "unknown part '$part' (quick, langevin-paper, langevin-small, rest, all, merge, precision)" >&2; exit 2 ;;
 esac
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \

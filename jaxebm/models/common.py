@@ -44,10 +44,11 @@ def torch_bias_init(fan_in: int) -> Callable:
     return init
 
 
-def dense(x: jax.Array, features: int, init: str, name: str | None = None) -> jax.Array:
+def dense(x: jax.Array, features: int, init: str, name: str | None = None, dot_general: Callable | None = None) -> jax.Array:
     """``nn.Dense(features)`` applied to ``x (..., fan_in)`` with the ``init`` scheme (see module doc).
 
-    Call inside a compact module's ``__call__``; the fan-in is read from ``x``.
+    Call inside a compact module's ``__call__``; the fan-in is read from ``x``. ``dot_general``: the
+    product (None: ``lax.dot_general``; `jaxebm.models.precision.dense_dot_general` gives the policy's).
     """
     if init == "torch":
         kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")  # bound 1/sqrt(fan_in)
@@ -56,7 +57,8 @@ def dense(x: jax.Array, features: int, init: str, name: str | None = None) -> ja
         kernel_init, bias_init = nn.initializers.lecun_normal(), nn.initializers.zeros
     else:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, name=name)(x)
+    return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, name=name,
+                    dot_general=dot_general)(x)
 
 
 def padded_to_zero(x: jax.Array, mask: jax.Array) -> jax.Array:

@@ -12,6 +12,10 @@ Sign: the module returns the energy itself, lower = more probable, density ``exp
 public code reads its network output as the negative energy; with a sign-symmetric initialisation of
 the last layer the two conventions are the same model family, so no sign flip is applied anywhere.
 
+Precision: ``compute_dtype="bfloat16"`` runs every Dense product with bfloat16 operands and float32
+accumulation and result (`jaxebm.models.precision`); parameters, activations, the attention products and
+the energies stay float32.
+
 Masks are explicit: ``mask (B, N)`` bool, True for a real constituent. Padded slots are zeroed at the
 input, are never attended to (keys), and are left out of the sum pooling, so their values (Langevin
 noise, garbage) never change the energy. A jet without real constituents gets the finite energy of
@@ -42,6 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxebm.models.common import INITS, activation, dense, padded_to_zero
+from jaxebm.models.precision import check_compute_dtype, dense_dot_general
 
 __all__ = ["TransformerConfig", "TransformerEnergy", "MaskedSelfAttention", "SelfAttentionBlock"]
 
@@ -63,6 +68,9 @@ class TransformerConfig:
     projector_activation: activation of the projector's hidden layers.
     init: "torch" (paper: PyTorch default) or "lecun" (Flax default); see `jaxebm.models.common`.
     num_classes: None (plain energy, one output) or K >= 2 (hybrid: K logits, module doc).
+    compute_dtype: precision policy of the matrix products (`jaxebm.models.precision`): "float32"
+      (default) or "bfloat16" (Dense products: bf16 operands, float32 accumulation and result; parameters,
+      activations, attention products and the energy stay float32).
     """
 
     num_features: int = 3
@@ -77,6 +85,7 @@ class TransformerConfig:
     projector_activation: str = "swish"
     init: str = "torch"
     num_classes: int | None = None
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         if self.num_classes is not None and self.num_classes < 2:
@@ -90,6 +99,7 @@ class TransformerConfig:
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         activation(self.ff_activation), activation(self.projector_activation)  # validate names
+        check_compute_dtype(self.compute_dtype)
         object.__setattr__(self, "projector_sizes", tuple(self.projector_sizes))
 
 
@@ -108,7 +118,8 @@ class MaskedSelfAttention(nn.Module):
         c = self.config
         batch, num, _ = h.shape
         head_dim = c.d_model // c.num_heads
-        qkv = dense(h, 3 * c.d_model, c.init, "qkv").reshape(batch, num, 3, c.num_heads, head_dim)
+        product = dense_dot_general(c.compute_dtype)
+        qkv = dense(h, 3 * c.d_model, c.init, "qkv", product).reshape(batch, num, 3, c.num_heads, head_dim)
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(float(head_dim))
         is_real_key = mask[:, None, None, :]
@@ -116,7 +127,7 @@ class MaskedSelfAttention(nn.Module):
         weights = jnp.where(is_real_key, jax.nn.softmax(scores, axis=-1), 0.0)
         weights = nn.Dropout(c.dropout_rate)(weights, deterministic=deterministic)
         attended = jnp.einsum("bhqk,bkhd->bqhd", weights, value).reshape(batch, num, c.d_model)
-        return dense(attended, c.d_model, c.init, "out")
+        return dense(attended, c.d_model, c.init, "out", product)
 
 
 class SelfAttentionBlock(nn.Module):
@@ -136,8 +147,9 @@ class SelfAttentionBlock(nn.Module):
 
         attended = MaskedSelfAttention(c, name="attention")(normalise(h, "norm_attention"), mask, deterministic)
         h = h + dropout(attended)
-        hidden = activation(c.ff_activation)(dense(normalise(h, "norm_ff"), c.ff_dim, c.init, "ff_in"))
-        return h + dropout(dense(dropout(hidden), c.d_model, c.init, "ff_out"))
+        product = dense_dot_general(c.compute_dtype)
+        hidden = activation(c.ff_activation)(dense(normalise(h, "norm_ff"), c.ff_dim, c.init, "ff_in", product))
+        return h + dropout(dense(dropout(hidden), c.d_model, c.init, "ff_out", product))
 
 
 class TransformerEnergy(nn.Module):
@@ -170,14 +182,15 @@ class TransformerEnergy(nn.Module):
             raise ValueError(
                 f"x must be (B, N, {c.num_features}) with mask (B, N); got x {x.shape}, mask {mask.shape}")
         mask = mask.astype(bool)
-        h = dense(padded_to_zero(x, mask), c.d_model, c.init, "embed")
+        product = dense_dot_general(c.compute_dtype)
+        h = dense(padded_to_zero(x, mask), c.d_model, c.init, "embed", product)
         for layer in range(c.num_layers):
             h = SelfAttentionBlock(c, name=f"block_{layer}")(h, mask, deterministic)
         if c.norm == "layer":
             h = nn.LayerNorm(name="norm_final")(h)
         pooled = jnp.sum(jnp.where(mask[..., None], h, 0.0), axis=1)
         for index, width in enumerate(c.projector_sizes):
-            pooled = activation(c.projector_activation)(dense(pooled, width, c.init, f"projector_{index}"))
+            pooled = activation(c.projector_activation)(dense(pooled, width, c.init, f"projector_{index}", product))
         if c.num_classes is None:
-            return dense(pooled, 1, c.init, "energy")
-        return dense(pooled, c.num_classes, c.init, "logits")
+            return dense(pooled, 1, c.init, "energy", product)
+        return dense(pooled, c.num_classes, c.init, "logits", product)
