@@ -67,6 +67,9 @@ def test_a_kill_during_the_best_checkpoint_write_changes_nothing(system, tmp_pat
     _kill_during_best_write(args, expected[selected_key], killed / "seed_0" / "checkpoints")
     assert main(args) == 0
 
-    assert json.loads((killed / "seed_0" / "results.json").read_text()) == expected
+    measured = json.loads((killed / "seed_0" / "results.json").read_text())
+    provenance = ("timing", "git_commit")  # seconds and the code's commit may differ; every number may not
+    assert ({k: v for k, v in measured.items() if k not in provenance}
+            == {k: v for k, v in expected.items() if k not in provenance})
     best = sorted(p.name for p in (killed / "seed_0" / "checkpoints" / "best").iterdir())
     assert best == sorted(p.name for p in (straight / "seed_0" / "checkpoints" / "best").iterdir())
