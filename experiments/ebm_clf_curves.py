@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from jaxebm.experiments.ebm_clf import CURVE_KEYS, curve_summary, training_curve
-from jaxebm.experiments.ebm_clf_report import mean_curve, plot_curves
+from jaxebm.experiments.ebm_clf import curve_summary, training_curve
+from jaxebm.experiments.ebm_clf_report import CURVE_COLUMNS, curve_cells, mean_curve, plot_curves
 from jaxebm.runs.records import atomic_write_text
 from jaxebm.train.monitor import read_metrics
 
@@ -50,14 +50,12 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, args.out / "curves.png")
     lines = ["# EBM-CLF curves over training", "", "Test jets (1,000 per process); AUCs against QCD. ![curves](curves.png)",
-             "", "| run | seeds | changed from the first | iteration | E(x) AUC top | E(x) AUC H | -log p(QCD\\|x) AUC top "
-             "| -log p(QCD\\|x) AUC H | top-1 |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "", f"| run | seeds | changed from the first | iteration | {CURVE_COLUMNS[0]} |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for label, curve in curves.items():
         changed = ", ".join(f"{k} = {v}" for k, v in changes[label].items()) or "-"
-        for i, step in enumerate(curve["step"]):
-            lines.append(f"| {label} | {len(curve['seeds'])} | {changed} | {step} | "
-                         + " | ".join(f"{curve[k][i]:.3f}" + (f" ± {curve[k + '_std'][i]:.3f}" if curve["num_seeds"] > 1
-                                                               else "") for k in CURVE_KEYS) + " |")
+        lines += [f"| {label} | {len(curve['seeds'])} | {changed} | {step} | {curve_cells(curve, i)} |"
+                  for i, step in enumerate(curve["step"])]
     atomic_write_text(args.out / "curves.md", "\n".join(lines) + "\n")
     atomic_write_text(args.out / "curves.json", json.dumps(
         {label: {"curve": curve, "changed": changes[label], "summary": curve_summary(curve)}

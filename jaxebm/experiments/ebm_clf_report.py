@@ -25,7 +25,8 @@ from jaxebm.plots import (
 from jaxebm.runs.records import atomic_write_text
 from jaxebm.train.monitor import read_metrics
 
-__all__ = ["PAPER_TABLE3", "PAPER_TABLE6", "SCORE_LABELS", "comparison_checks", "mean_curve", "plot_curves",
+__all__ = ["CURVE_COLUMNS", "PAPER_TABLE3", "PAPER_TABLE6", "SCORE_LABELS", "comparison_checks", "curve_cells",
+           "mean_curve", "plot_curves",
            "write_comparison", "write_report", "write_seed_report", "write_summary"]
 
 # score key -> (label, group); groups as the paper's Table 3: mass-decorrelated and mass-correlated
@@ -263,16 +264,23 @@ def _variant_curves(run_dirs: dict[str, Path], summaries: dict[str, dict]) -> di
     return out
 
 
+CURVE_COLUMNS = ("E(x) AUC top | E(x) AUC H | -log p(QCD\\|x) AUC top | -log p(QCD\\|x) AUC H | top-1",
+                 ("energy_auc_top", "energy_auc_h_hh_4b", "class_nll_auc_top", "class_nll_auc_h_hh_4b", "top1"))
+
+
+def curve_cells(curve: dict, index: int) -> str:
+    """The `CURVE_COLUMNS` cells of a mean curve (`mean_curve`) at one point, with ``± std`` for several seeds."""
+    return " | ".join(f"{curve[k][index]:.3f}" + (f" ± {curve[k + '_std'][index]:.3f}" if curve["num_seeds"] > 1 else "")
+                      for k in CURVE_COLUMNS[1])
+
+
 def _curve_table(curves: dict[str, dict]) -> list[str]:
     lines = ["## Curves over training (mean ± std over seeds; test jets; ![curves](curves.png))", "",
-             "| model | iteration | E(x) AUC top | E(x) AUC H | -log p(QCD\\|x) AUC top | -log p(QCD\\|x) AUC H | top-1 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"| model | iteration | {CURVE_COLUMNS[0]} |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for variant in VARIANT_ORDER:
         curve = curves.get(variant)
         for i, step in enumerate(curve["step"] if curve else []):
-            cells = [f"{curve[k][i]:.3f}" + (f" ± {curve[k + '_std'][i]:.3f}" if curve["num_seeds"] > 1 else "") for k in
-                     ("energy_auc_top", "energy_auc_h_hh_4b", "class_nll_auc_top", "class_nll_auc_h_hh_4b", "top1")]
-            lines.append(f"| {VARIANT_LABELS[variant]} | {step} | " + " | ".join(cells) + " |")
+            lines.append(f"| {VARIANT_LABELS[variant]} | {step} | {curve_cells(curve, i)} |")
     return lines
 
 
