@@ -11,9 +11,10 @@ EBM and the hybrid are one code path with a loss option. A variant is a set of o
 
 Each variant is a run of the runner (`jaxebm.runs`) in its own directory; per seed: train (resumable; every
 ``run.curve_every`` iterations the EMA parameters are scored on the test jets, `curve_point`, and logged as an
-``eval`` row of ``metrics.jsonl``: the curves over training), then evaluate the final EMA parameters on the test jets: top-1 / top-2 accuracy and the confusion matrix,
-every score of `jaxebm.inference.energy_scores` (AUC, 1/eps_B(0.2) for top and H -> hh -> 4b against
-QCD, mass sculpting), and class-conditional generated jets per class (JSDs, observable plots).
+``eval`` row of ``metrics.jsonl``: the curves over training), then evaluate the final EMA parameters on the
+test jets: top-1 / top-2 accuracy and the confusion matrix, every score of `jaxebm.inference.energy_scores`
+(AUC, 1/eps_B(0.2) for top and H -> hh -> 4b against QCD, mass sculpting), and generated jets (chains on E(x);
+per class from chains on E(x, y) when trained with class-conditional chains: JSDs, observable plots).
 `jaxebm.experiments.ebm_clf_report.write_comparison` puts the variants side by side (Tables 3 and 6).
 
     python -m experiments.ebm_clf --preset cpu --variants kappa1 baseline --seeds 0 1 2
