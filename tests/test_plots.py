@@ -76,17 +76,21 @@ def test_training_curves(tmp_path):
     assert_png(plots.plot_training_curves(rows, tmp_path / "curves.png"))
 
 
-def test_failed_write_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
-    rows = [{"step": s, "loss": 1 / (s + 1)} for s in range(20)]
-    path = plots.plot_training_curves(rows, tmp_path / "curves.png")
-    previous = path.read_bytes()
-
+def _savefig_writes_half_then_fails(monkeypatch, previous: bytes) -> None:
+    """Make every figure save write half of ``previous`` to its target, then fail as a full disk would."""
     def write_half_then_fail(self, fname, **kwargs):
         with open(fname, "wb") as handle:
             handle.write(previous[: len(previous) // 2])
         raise OSError(28, "No space left on device (simulated)")
 
     monkeypatch.setattr(Figure, "savefig", write_half_then_fail)
+
+
+def test_failed_write_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    rows = [{"step": s, "loss": 1 / (s + 1)} for s in range(20)]
+    path = plots.plot_training_curves(rows, tmp_path / "curves.png")
+    previous = path.read_bytes()
+    _savefig_writes_half_then_fails(monkeypatch, previous)
     with pytest.raises(OSError, match="No space left"):
         plots.plot_training_curves(rows[:5], path)
     assert path.read_bytes() == previous
@@ -101,13 +105,7 @@ def test_a_failed_learning_curve_write_keeps_the_previous_figure(tmp_path, monke
     path = tmp_path / "learning_curve.png"
     plot_learning_curves({"smoke": {"run": curve}}, {}, path)
     previous = path.read_bytes()
-
-    def fail(self, fname, **kwargs):
-        with open(fname, "wb") as handle:
-            handle.write(previous[: len(previous) // 2])
-        raise OSError(28, "No space left on device (simulated)")
-
-    monkeypatch.setattr(Figure, "savefig", fail)
+    _savefig_writes_half_then_fails(monkeypatch, previous)
     with pytest.raises(OSError, match="No space left"):
         plot_learning_curves({"smoke": {"run": curve}}, {}, path)
     assert path.read_bytes() == previous and [p.name for p in tmp_path.iterdir()] == ["learning_curve.png"]

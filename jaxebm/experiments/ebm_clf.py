@@ -293,7 +293,8 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     scores = {p: model_scores(model, params, x, mask, coordinate_scale=pipeline.raw_scale)
               for p, (x, mask, _) in inputs.items()}
     results: dict[str, Any] = {"seed": job.seed, "variant": variant_name(config), "step": trained.step}
-    curve = training_curve(read_metrics(job.directory / "metrics.jsonl"))
+    rows = read_metrics(job.directory / "metrics.jsonl")
+    curve = training_curve(rows)
     results["training_curve"] = curve_summary(curve)
     logits = {p: class_logits(model, params, *inputs[p][:2]) for p in CLASSES}
     labels = np.concatenate([np.full(len(logits[p]), i) for i, p in enumerate(CLASSES)])
@@ -311,7 +312,7 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     for name, (x, mask) in generated.items():
         results[f"generated_{name}"] = generation_quality(*real[name], gen_p4[name], mask, with_jetnet=False)
     ebm_clf_report.write_seed_report(
-        job.directory, results, curve=curve, scores=scores, masses={p: t.jets[:, 3] for p, t in tests.items()},
+        job.directory, results, rows=rows, curve=curve, scores=scores, masses={p: t.jets[:, 3] for p, t in tests.items()},
         logits=logits, real=real, generated={n: (gen_p4[n], generated[n][1]) for n in generated})
     return results
 

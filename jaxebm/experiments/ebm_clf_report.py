@@ -23,7 +23,6 @@ from jaxebm.plots import (
     save_figure,
 )
 from jaxebm.runs.records import atomic_write_text
-from jaxebm.train.monitor import read_metrics
 
 __all__ = ["CURVE_COLUMNS", "PAPER_TABLE3", "PAPER_TABLE6", "SCORE_LABELS", "comparison_checks", "curve_cells",
            "mean_curve", "plot_curves",
@@ -145,9 +144,9 @@ def plot_curves(series: dict[str, dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def write_seed_report(run_dir: Path, results: dict, *, curve: dict, **plot_inputs) -> None:
-    """``curve.json`` (the curves over training), ``plots/*.png`` and ``report.md`` of one seed."""
-    rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+def write_seed_report(run_dir: Path, results: dict, *, rows: list[dict], curve: dict, **plot_inputs) -> None:
+    """``curve.json`` (the curves over training), ``plots/*.png`` and ``report.md`` of one seed; ``rows``: its
+    ``metrics.jsonl`` rows (training curves)."""
     write_seed_plots(run_dir / "plots", results, rows=rows, **plot_inputs)
     atomic_write_text(run_dir / "curve.json", json.dumps(curve, indent=1))
     if curve["step"]:
