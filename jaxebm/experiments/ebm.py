@@ -90,11 +90,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Training length, evaluation and checkpoint cadence (in CD iterations) and evaluation sizes."""
+    """Training length, evaluation and checkpoint cadence (in CD iterations) and evaluation sizes;
+    ``keep_checkpoints`` periodic checkpoints are kept (the best one apart from them)."""
 
     num_steps: int = 1000
     log_every: int = 25
     checkpoint_every: int = 250
+    keep_checkpoints: int = 3
     eval_every: int = 250
     num_val_jets: int = 512
     val_chain_steps: int = 128
@@ -139,7 +141,7 @@ def loop_config(config: ExperimentConfig, progress: bool = True) -> LoopConfig:
     """The training driver's settings (checkpoint ranking by the validation distance)."""
     return LoopConfig(num_steps=config.run.num_steps, iterations_per_call=config.cd.iterations_per_call,
                       log_every=config.run.log_every, checkpoint_every=config.run.checkpoint_every,
-                      eval_every=config.run.eval_every, best_metric=BEST_METRIC, best_mode="min", progress=progress)
+                      max_to_keep=config.run.keep_checkpoints, eval_every=config.run.eval_every, best_metric=BEST_METRIC, best_mode="min", progress=progress)
 
 
 def data_paths(config: DataConfig) -> dict[str, Path]:
