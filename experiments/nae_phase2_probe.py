@@ -1,0 +1,79 @@
+"""Controlled runs of the NAE phase (issue 21): one finished AE phase, several NAE-phase settings.
+
+Restores a seed's checkpoint at the end of its AE phase (``run.ae_steps``) and runs the NAE phase with NAE-config
+overrides, writing one JSON line every ``--every`` iterations: the step's E(x+), E(x-) and chain acceptances,
+the validation balance |E(val) - E(x-)| (what selects checkpoints), and, as a diagnostic only (never used to
+select anything), the test AUC. The AE phase is shared, so the runs differ in the one setting changed.
+
+    python -m experiments.nae_phase2_probe runs/nae/cpu/tag_qcd/seed_0 OUT.jsonl --set nae.lr=5e-4
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxebm import experiments
+from jaxebm.experiments import nae as nae_experiment
+from jaxebm.metrics import auc
+from jaxebm.train import nae
+from jaxebm.train.checkpoint import Checkpointer
+
+
+def evaluate(model, config, state, images: dict[str, np.ndarray], key) -> dict[str, float]:
+    """Validation balance (one batch of fresh negatives) and the diagnostic test AUC of ``state``."""
+    energy = {role: nae_experiment.batched_energy(model, config.nae, state, x) for role, x in images.items()}
+    negatives = np.asarray(nae_experiment.jitted(model, config.nae).negatives(key, state).x_end)
+    e_neg = float(np.mean(nae_experiment.batched_energy(model, config.nae, state, negatives)))
+    e_val = float(np.mean(energy["val"]))
+    labels = np.r_[np.zeros(len(energy["background"])), np.ones(len(energy["signal"]))]
+    return {"val_e_pos": e_val, "val_e_neg": e_neg, "val_abs_loss": abs(e_val - e_neg),
+            "test_auc": float(auc(labels, np.r_[energy["background"], energy["signal"]]))}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("seed_dir", type=Path, help="a NAE seed directory whose AE phase has finished")
+    parser.add_argument("out", type=Path, help="JSON lines written here")
+    parser.add_argument("--iterations", type=int, default=200, help="NAE iterations")
+    parser.add_argument("--every", type=int, default=20, help="iterations between evaluations")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    args = parser.parse_args(argv)
+    config = experiments.load_recorded("nae", args.seed_dir.parent, args.overrides)
+    paths = {role: f.path for role, f in nae_experiment.data_files(config).items()}
+    images = {"val": nae_experiment.load_images(paths["background"], config.data, "val"),
+              **{role: nae_experiment.load_images(paths[role], config.data, "test") for role in paths}}
+    train = nae_experiment.load_images(paths["background"], config.data, "train")
+    scale = nae_experiment.read_intensity_scale(args.seed_dir)
+    model = nae_experiment.ConvAE(dataclasses.replace(config.model, intensity_scale=scale))
+    template = jax.eval_shape(lambda key: nae.create_state(key, model, config.nae, jnp.asarray(train[:2])),
+                              jax.random.key(0))
+    with Checkpointer(args.seed_dir / "checkpoints") as ckpt:
+        state, _ = ckpt.restore(template, step=config.run.ae_steps)
+    state = nae.start_nae_phase(state, config.nae)
+    step = nae.make_nae_step(model, config.nae)
+    batches = nae_experiment.ImageBatches(train, config.nae.batch_size, seed=1)
+    start = time.time()
+    with open(args.out, "w") as handle:
+        for iteration in range(args.iterations + 1):
+            if iteration:
+                state, metrics = step(state, jnp.asarray(next(batches)[0]))
+            if iteration % args.every == 0:
+                row = {"it": iteration, "seconds": round(time.time() - start, 1), "overrides": args.overrides,
+                       **evaluate(model, config, state, images, jax.random.fold_in(jax.random.key(4242), iteration))}
+                if iteration:
+                    row |= {key: float(np.mean(metrics[key])) for key in
+                            ("e_pos", "e_neg", "z_acceptance", "x_acceptance")}
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+                print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
