@@ -12,7 +12,7 @@ Presets: ``jaxebm/experiments/configs/jetnet/``. An interrupted run resumes from
 from __future__ import annotations
 
 import json
-from jaxebm.runs.entry import run_from_args, run_parser
+from jaxebm.experiments.entry import run_from_args, run_parser
 
 
 def main(argv=None) -> None:

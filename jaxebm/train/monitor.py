@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxebm.train.checkpoint import to_jsonable
+from jaxebm.jsonable import to_jsonable
 
 __all__ = ["HealthConfig", "HealthMonitor", "MetricsLogger", "read_metrics"]
 

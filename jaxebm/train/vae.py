@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxebm.data.preprocess import JetInputError
+from jaxebm.errors import JetInputError
 from jaxebm.models.convae import ConVAE, ConVAELoss, MinMaxScaler, convae_loss
 from jaxebm.models.flows import RealNVP
 

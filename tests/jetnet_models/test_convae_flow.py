@@ -6,7 +6,7 @@ import pytest
 
 from jaxebm.data.io import massless_four_vectors
 from jaxebm.data.observables import jet_kinematics
-from jaxebm.data.preprocess import JetInputError
+from jaxebm.errors import JetInputError
 from jaxebm.metrics.divergences import wasserstein_1d
 from jaxebm.models.convae import (
     RECONSTRUCTION, ConVAE, ConVAEConfig, ConVAELoss, MinMaxScaler, chamfer_distance, convae_loss, jet_pt_mass,

@@ -8,7 +8,7 @@ from jaxebm.data.io import JetSample, jet_summary, massless_four_vectors, read_j
 from jaxebm.data.jetnet_like import (
     JETNET_TYPES, check_jetnet_arrays, generation_config, to_jetnet_arrays, write_jetnet,
 )
-from jaxebm.data.preprocess import JetInputError
+from jaxebm.errors import JetInputError
 from jaxebm.experiments import jetnet_bench
 
 
