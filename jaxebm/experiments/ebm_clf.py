@@ -41,7 +41,7 @@ from jaxebm.data.pipeline import ConstituentPipeline
 from jaxebm.evaluation import anomaly_quality, generation_quality
 from jaxebm.experiments import ebm_clf_report
 from jaxebm.experiments.ebm_clf_data import CLASSES, SIGNALS, DataConfig, data_files as _data_files, read_test_sets
-from jaxebm.experiments.ebm_report import write_data_summary
+from jaxebm.experiments.reporting import write_data_summary
 from jaxebm.inference import GenerationConfig, generate, model_scores
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import Experiment, SeedJob
