@@ -288,7 +288,8 @@ def test_collapse_guard_fires_on_a_collapsed_ae_and_not_on_a_trained_one(toy_run
     """An AE with PyTorch's random biases on images at the jets' raw scale (pixels ~1e-3) encodes every image
     near one point, the direction of its bias path (R ~ 1): the guard stops it, naming the remedy. The
     trained toy AE spreads its data over the sphere and passes."""
-    from jaxebm.experiments.nae import LatentCollapseError, check_latent_spread, latent_resultant_length
+    from jaxebm.experiments.nae import LatentCollapseError, check_latent_spread
+    from jaxebm.experiments.nae_eval import latent_resultant_length
 
     images = toy_images(30, 64)
     collapsed = ConvAE(dataclasses.replace(TOY_MODEL, init="torch"))
@@ -371,9 +372,9 @@ def test_image_batches_resume_where_they_stopped():
 
 
 def test_hidden_valley_card_and_experiment_config_checks():
-    from jaxebm.data.generate import PROCESSES
+    from jaxebm.data.processes import PROCESSES
     from jaxebm.data.hidden_valley import DARK_QUARK, hidden_valley_settings
-    from jaxebm.experiments import nae as nae_experiment
+    from jaxebm.experiments import nae as nae_experiment, nae_data
 
     settings = hidden_valley_settings(r_inv=0.3, z_prime_mass=1000.0)
     for meson in (4900111, 4900113):
@@ -384,6 +385,6 @@ def test_hidden_valley_card_and_experiment_config_checks():
     with pytest.raises(ValueError, match="r_inv"):
         hidden_valley_settings(r_inv=1.5)
     with pytest.raises(ValueError, match="direction"):
-        nae_experiment.DataConfig(direction="tag_gluon")
+        nae_data.DataConfig(direction="tag_gluon")
     with pytest.raises(ValueError, match="ae_steps"):
         nae_experiment.RunConfig(num_steps=10, ae_steps=10)
