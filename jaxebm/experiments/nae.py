@@ -47,12 +47,13 @@ from jaxebm.experiments.nae_data import (INTENSITY_FILE, DataConfig, data_files,
 from jaxebm.experiments.nae_eval import BEST_METRIC, batched_energy, image_energy_fn, make_validation_fn, phase1_summary
 from jaxebm.experiments.nae_report import ROLE_LABELS, ae_stage_title, plot_latent_map, write_seed_report, write_summary
 from jaxebm.inference import energy_scores
-from jaxebm.models.conv_ae import ConvAE, ConvAEConfig, check_images
+from jaxebm.models.nae_autoencoder import ConvAE, ConvAEConfig, check_images
 from jaxebm.runs import Experiment, SeedJob
 from jaxebm.runs.records import atomic_write_bytes, atomic_write_text
 from jaxebm.train import nae
 from jaxebm.train.checkpoint import Checkpointer
-from jaxebm.train.loop import LoopConfig, train_loop
+from jaxebm.train.batches import ArrayBatches
+from jaxebm.train.loop import LoopConfig, begin_phase, train_loop
 from jaxebm.train.monitor import HealthConfig
 
 __all__ = ["EXPERIMENT", "ExperimentConfig", "LatentCollapseError", "RunConfig", "Trained", "check_latent_spread",
@@ -145,36 +146,6 @@ def _seed_model(config: ExperimentConfig, seed_dir: Path, train_images: np.ndarr
     return ConvAE(dataclasses.replace(config.model, intensity_scale=read_intensity_scale(seed_dir)))
 
 
-class ImageBatches:
-    """Endless shuffled batches ``(images (B, P, P),)`` of an in-memory image array, with the loop's
-    exact-resume protocol: ``position = (epoch, batch_index)``, ``restore(position)``. Each epoch is a
-    permutation seeded by ``(seed, epoch)``; the last incomplete batch of an epoch is dropped."""
-
-    def __init__(self, images: np.ndarray, batch_size: int, seed: int):
-        if batch_size > len(images):
-            raise ValueError(f"batch_size {batch_size} exceeds the {len(images)} images")
-        self.images, self.batch_size, self.seed = images, batch_size, seed
-        self.epoch, self.index = 0, 0
-
-    @property
-    def position(self) -> tuple[int, int]:
-        return (self.epoch, self.index)
-
-    def restore(self, position) -> None:
-        self.epoch, self.index = int(position[0]), int(position[1])
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> tuple[np.ndarray]:
-        if (self.index + 1) * self.batch_size > len(self.images):
-            self.epoch, self.index = self.epoch + 1, 0
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.images))
-        rows = order[self.index * self.batch_size:(self.index + 1) * self.batch_size]
-        self.index += 1
-        return (self.images[rows],)
-
-
 # ---------------------------------------------------------------------------------------------- training
 
 
@@ -251,15 +222,6 @@ def _restore_selected(job: SeedJob, template) -> tuple[nae.NAEState, int]:
     return state, int(meta["step"])
 
 
-def _start_phase2(job: SeedJob, config: ExperimentConfig, template, batches: ImageBatches) -> None:
-    """Replace the phase-1 end checkpoint (step ``ae_steps``) by the NAE starting state (fresh optimiser;
-    idempotent, so a crash in between is harmless), with the phase-2 data position."""
-    with Checkpointer(job.directory / "checkpoints") as ckpt:
-        state, _ = ckpt.restore(template, step=config.run.ae_steps)
-        ckpt.save(nae.start_nae_phase(state, config.nae), data_position=batches.position, config=config,
-                  extra={"num_rollbacks": 0, "phase": 2})
-
-
 def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
     """Intensity scale, phase 1 (AE), the plain-AE summary and collapse guard, phase 2 (NAE); resumes from
     the seed's checkpoints."""
@@ -274,7 +236,7 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
         print(f"seed {job.seed}: phase 1, autoencoder on the reconstruction error, to step {config.run.ae_steps}",
               flush=True)
         state = nae.create_state(jax.random.key(job.seed), model, config.nae, jnp.asarray(train[:2]))
-        batches = ImageBatches(train, config.nae.ae_batch_size, seed=job.seed)
+        batches = ArrayBatches((train,), config.nae.ae_batch_size, seed=job.seed)
         state = train_loop(_train_steps(model, config.nae)[0], state, batches, job.directory, ae_loop,
                            run_config=config)
         phase1 = phase1_summary(model, config, state, job, train)
@@ -286,9 +248,10 @@ def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
     print(f"seed {job.seed}: AE latent R = {float(phase1['latent_resultant_length']):.3f}, MSE / mean-image MSE = "
           f"{float(phase1['mse_over_mean_image_mse']):.3f} (intensity scale c = {model.config.intensity_scale:.4g})")
     check_latent_spread(phase1, config.run.max_latent_resultant)
-    batches = ImageBatches(train, config.nae.batch_size, seed=job.seed + 1)
+    batches = ArrayBatches((train,), config.nae.batch_size, seed=job.seed + 1)
     if trained_steps <= config.run.ae_steps:
-        _start_phase2(job, config, template, batches)
+        begin_phase(job.directory, template, config.run.ae_steps, lambda state: nae.start_nae_phase(state, config.nae),
+                    batches, run_config=config, extra={"phase": 2})
     val = load_images(job.data["background"], config.data, "val")
     select_from = config.run.ae_steps + int(config.run.select_after * (config.run.num_steps - config.run.ae_steps))
     threshold = config.run.collapse_factor * float(phase1["val_energy"])

@@ -21,7 +21,7 @@ from jaxebm.data.hidden_valley import hidden_valley_settings
 from jaxebm.data.images import REMAP_NORMS, jet_images
 from jaxebm.data.io import JetSample, read_jets
 from jaxebm.data.preprocess import center_rotate_flip_nae, constituent_features, constituent_pt_eta_phi
-from jaxebm.models.conv_ae import check_images
+from jaxebm.models.nae_autoencoder import check_images
 from jaxebm.runs import DataFile
 from jaxebm.runs.records import atomic_write_text
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxebm.experiments.nae_data import load_images
 from jaxebm.metrics.tagging import tagging_metrics
-from jaxebm.models.conv_ae import ConvAE
+from jaxebm.models.nae_autoencoder import ConvAE
 from jaxebm.runs import SeedJob
 from jaxebm.runs.records import atomic_write_bytes, git_commit
 from jaxebm.train import nae

@@ -8,7 +8,7 @@ from jaxebm.data.io import massless_four_vectors
 from jaxebm.data.observables import jet_kinematics
 from jaxebm.errors import JetInputError
 from jaxebm.metrics.divergences import wasserstein_1d
-from jaxebm.models.convae import (
+from jaxebm.models.jet_convae import (
     RECONSTRUCTION, ConVAE, ConVAEConfig, ConVAELoss, MinMaxScaler, chamfer_distance, convae_loss, jet_pt_mass,
     jets_to_momenta, momenta_to_constituents,
 )
@@ -229,13 +229,13 @@ def toy():
     return scaler.apply(train), held_out, scaler, StageConfig(learning_rate=3e-3, batch_size=50, num_epochs=40)
 
 
-def test_convae_plus_flow_learns_a_toy_jet_distribution(toy):
+def test_convae_plus_flow_learns_a_toy_jet_distribution(toy, tmp_path):
     scaled, held_out, scaler, stage = toy
     vae = ConVAE(ConVAEConfig(num_particles=4, latent_dim=2, num_filters=8, kernel_size=2, num_linear=64,
                               num_conv_layers=2))
     flow = RealNVP(RealNVPConfig(2, 6, (32, 32)))
-    vae_params, flow_params, history = train_convae_flow(0, scaled, scaler, vae, RECONSTRUCTION.loss, stage,
-                                                         flow, stage)
+    vae_params, flow_params, history = train_convae_flow(tmp_path, 0, scaled, scaler, vae, RECONSTRUCTION.loss,
+                                                         stage, flow, stage)
     assert history["vae"][-1]["loss"] < 0.2 * history["vae"][0]["loss"]
     assert history["flow"][-1]["nll"] < history["flow"][0]["nll"] - 0.5
     sampler = make_convae_sampler(vae, scaler, flow)
@@ -250,10 +250,10 @@ def test_convae_plus_flow_learns_a_toy_jet_distribution(toy):
           f"untrained {before:.1f}")
 
 
-def test_flow_only_on_flattened_particles_learns_the_toy(toy):
+def test_flow_only_on_flattened_particles_learns_the_toy(toy, tmp_path):
     scaled, held_out, scaler, stage = toy
     flow = RealNVP(RealNVPConfig(12, 6, (32, 32)))
-    params, history = train_particle_flow(0, scaled, flow, stage)
+    params, history = train_particle_flow(tmp_path, 0, scaled, flow, stage)
     np.testing.assert_array_equal(flatten_momenta(scaled)[:, :4], scaled[:, 0])  # all px first, as the paper
     sampler = make_particle_flow_sampler(flow, scaler)
     untrained = init_flow_state(jax.random.key(0), flow, 1e-3).params

@@ -10,7 +10,7 @@ import pytest
 
 from jaxebm.metrics.tagging import auc
 from jaxebm.sampling import schedules
-from jaxebm.models.conv_ae import ConvAE, ConvAEConfig, ImageInputError, check_images
+from jaxebm.models.nae_autoencoder import ConvAE, ConvAEConfig, ImageInputError, check_images
 from jaxebm.train import nae
 
 SIZE = 12  # toy image side (the paper's 40 is the default)
@@ -324,7 +324,7 @@ def test_bad_images_and_configs_raise():
 def test_training_resumes_exactly_after_a_crash(toy_run, tmp_path):
     """A run killed mid-way and started again from its checkpoints (parameters, optimiser, spectral-norm
     vectors, latent buffer, key, data position) ends bit-identical to an uninterrupted run."""
-    from jaxebm.experiments.nae import ImageBatches
+    from jaxebm.train.batches import ArrayBatches
     from jaxebm.train.loop import LoopConfig, train_loop
 
     images = toy_images(20, 160)
@@ -343,7 +343,7 @@ def test_training_resumes_exactly_after_a_crash(toy_run, tmp_path):
         return step(state, x)
 
     def fresh():
-        return jax.tree.map(jnp.copy, toy_run["ae_state"]), ImageBatches(images, TOY.batch_size, seed=3)
+        return jax.tree.map(jnp.copy, toy_run["ae_state"]), ArrayBatches((images,), TOY.batch_size, seed=3)
 
     state, batches = fresh()
     for _ in range(4):  # the uninterrupted run, without checkpoints
@@ -355,20 +355,6 @@ def test_training_resumes_exactly_after_a_crash(toy_run, tmp_path):
     assert int(resumed.step) == start + 4
     jax.tree.map(np.testing.assert_array_equal, host(resumed.replace(key=None)), straight)
     np.testing.assert_array_equal(jax.random.key_data(resumed.key), jax.random.key_data(state.key))
-
-
-def test_image_batches_resume_where_they_stopped():
-    from jaxebm.experiments.nae import ImageBatches
-
-    images = np.arange(10 * 2 * 2, dtype=np.float32).reshape(10, 2, 2)
-    first = ImageBatches(images, 4, seed=1)
-    drawn = [next(first)[0] for _ in range(5)]  # 2 batches per epoch: crosses two epoch ends
-    second = ImageBatches(images, 4, seed=1)
-    [next(second) for _ in range(3)]
-    third = ImageBatches(images, 4, seed=1)
-    third.restore(second.position)
-    np.testing.assert_array_equal(next(third)[0], drawn[3])
-    assert len({float(b[:, 0, 0].sum()) for b in drawn[:2]}) == 2  # no batch repeats within an epoch
 
 
 def test_hidden_valley_card_and_experiment_config_checks():

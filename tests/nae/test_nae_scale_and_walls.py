@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from jaxebm.experiments import nae_data
-from jaxebm.models.conv_ae import ConvAE, ConvAEConfig
+from jaxebm.models.nae_autoencoder import ConvAE, ConvAEConfig
 from jaxebm.sampling import mala
 from jaxebm.train import nae
 
