@@ -35,7 +35,7 @@ from jaxebm.evaluation import anomaly_quality, generation_quality, selection_dis
 from jaxebm.experiments.jet_samples import TEST_PROCESSES, sample_files
 from jaxebm.experiments.ebm_report import write_report, write_seed_report, write_summary
 from jaxebm.experiments.reporting import write_data_summary
-from jaxebm.inference import GenerationConfig, anomaly_scores, generate
+from jaxebm.inference import GenerationConfig, anomaly_scores, generate, model_outputs_fn
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import DataFile, Experiment, SeedJob
 from jaxebm.runs.records import atomic_write_json
@@ -266,9 +266,11 @@ def _scores(trained: Trained, inputs: dict) -> dict[str, dict[str, np.ndarray]]:
         spaces["score_norm_model"] = None
     scores = {}
     for process, (x, model_mask, _) in inputs.items():
-        norms = {name: anomaly_scores(trained.model, trained.params, x, model_mask, coordinate_scale=scale)
+        norms = {name: anomaly_scores(model_outputs_fn(trained.model), trained.params, x, model_mask,
+                                      coordinate_scale=scale)
                  for name, scale in spaces.items()}
-        scores[process] = {"energy": norms["score_norm"][0], **{name: norm for name, (_, norm) in norms.items()}}
+        scores[process] = {"energy": norms["score_norm"]["energy"],
+                           **{name: norm["score_norm"] for name, norm in norms.items()}}
     return scores
 
 
@@ -290,7 +292,7 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     noise = noise_fn(key_noise, config.run.num_generated_jets)
     noise_x, noise_mask = (noise if isinstance(noise, tuple) else (noise, np.ones(noise.shape[:2], bool)))
     noise_x, noise_mask = np.asarray(noise_x), np.asarray(noise_mask)
-    noise_energy, _ = anomaly_scores(model, params, noise_x, noise_mask)
+    noise_energy = anomaly_scores(model_outputs_fn(model), params, noise_x, noise_mask)["energy"]
 
     real_p4, real_mask = pipeline.jets_as_model_sees(tests["qcd"])
     gen_p4 = pipeline.to_four_vectors(gen_x, gen_mask)

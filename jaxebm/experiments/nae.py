@@ -46,7 +46,7 @@ from jaxebm.experiments.nae_data import (INTENSITY_FILE, DataConfig, data_files,
                                          load_images, read_intensity_scale)
 from jaxebm.experiments.nae_eval import BEST_METRIC, batched_energy, image_energy_fn, make_validation_fn, phase1_summary
 from jaxebm.experiments.nae_report import ROLE_LABELS, ae_stage_title, plot_latent_map, write_seed_report, write_summary
-from jaxebm.inference import energy_scores
+from jaxebm.inference import anomaly_scores
 from jaxebm.models.nae_autoencoder import ConvAE, ConvAEConfig, check_images
 from jaxebm.runs import Experiment, SeedJob
 from jaxebm.runs.records import atomic_write_bytes, atomic_write_text
@@ -166,11 +166,11 @@ class Trained(NamedTuple):
         return batched_energy(self.model, self.nae_config, self.state, images, batch_size)
 
     def scores(self, images, batch_size: int = 512) -> dict[str, np.ndarray]:
-        """The project's anomaly scores (`jaxebm.inference.energy_scores`) of images ``(B, P, P)`` in [0, 1]:
+        """The project's anomaly scores (`jaxebm.inference.anomaly_scores`) of images ``(B, P, P)`` in [0, 1]:
         ``energy`` (the per-pixel MSE) and ``score_norm`` (``||grad_x E||`` over the pixels), each ``(B,)``,
         larger = more anomalous."""
         images = check_images(images, self.model.config.image_size)
-        return energy_scores(image_energy_fn(self.model), {"params": self.state.params, **self.state.spectral},
+        return anomaly_scores(image_energy_fn(self.model), {"params": self.state.params, **self.state.spectral},
                              images, batch_size=batch_size)
 
 

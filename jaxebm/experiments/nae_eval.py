@@ -96,7 +96,7 @@ def latent_map(model, config: nae.NAEConfig, state: nae.NAEState, background_lat
 
 @functools.lru_cache(maxsize=4)
 def image_energy_fn(model: ConvAE):
-    """``outputs_fn(variables, images (B, P, P), None) -> E (B,)`` for `energy_scores` (one function object
+    """``outputs_fn(variables, images (B, P, P), None) -> E (B,)`` for `anomaly_scores` (one function object
     per model, so one compilation)."""
     return lambda variables, images, mask: model.apply(variables, images, method="energy")
 
