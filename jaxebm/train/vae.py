@@ -36,6 +36,7 @@ from jaxebm.errors import JetInputError
 from jaxebm.models.jet_convae import ConVAE, ConVAELoss, MinMaxScaler, convae_loss
 from jaxebm.models.flows import RealNVP
 from jaxebm.train.batches import ArrayBatches
+from jaxebm.train.guard import keep_if_finite, scaled_update
 from jaxebm.train.loop import LoopConfig, train_loop
 from jaxebm.train.monitor import read_metrics
 
@@ -105,11 +106,8 @@ def _update(state: ModelState, loss: jax.Array, grads: Any, learning_rate: float
             key: jax.Array) -> tuple[ModelState, dict[str, jax.Array]]:
     """Adam update scaled by ``lr_scale``; a non-finite loss or gradient keeps parameters and optimiser (the
     step count and key advance). Returns the state and the driver's metrics ``is_finite``, ``lr_scale``."""
-    updates, opt_state = optax.adam(learning_rate).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, jax.tree.map(lambda u: u * state.lr_scale, updates))
-    is_finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-    params, opt_state = jax.tree.map(lambda new, old: jnp.where(is_finite, new, old), (params, opt_state),
-                                     (state.params, state.opt_state))
+    params, opt_state = scaled_update(optax.adam(learning_rate), grads, state.opt_state, state.params, state.lr_scale)
+    (params, opt_state), is_finite, _ = keep_if_finite(loss, grads, (params, opt_state), (state.params, state.opt_state))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, key=key)
     return new_state, {"is_finite": is_finite, "lr_scale": state.lr_scale}
 

@@ -24,6 +24,7 @@ from jaxebm.runs import Experiment, SeedJob
 from jaxebm.sampling import buffer, langevin
 from jaxebm.train.batches import ArrayBatches
 from jaxebm.train.checkpoint import Checkpointer
+from jaxebm.train.guard import keep_if_finite, scaled_update
 from jaxebm.train.loop import LoopConfig, train_loop
 
 DATA_MEAN = np.array([1.5, -1.0], np.float32)
@@ -106,11 +107,9 @@ def make_step(model: ToyEnergy, cd: CDSection):
         starts, slots = buffer.sample(key_buffer, state.buffer, cd.batch_size, noise, cd.restart_prob)
         x_neg = sample_chains(key_chain, model, state.params, starts, cd, cd.num_chain_steps)
         (loss, (e_pos, e_neg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, x_neg)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, jax.tree.map(lambda u: u * state.lr_scale, updates))
-        is_finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-        params, opt_state = jax.tree.map(lambda new, old: jnp.where(is_finite, new, old), (params, opt_state),
-                                         (state.params, state.opt_state))
+        params, opt_state = scaled_update(optimizer, grads, state.opt_state, state.params, state.lr_scale)
+        (params, opt_state), is_finite, _ = keep_if_finite(loss, grads, (params, opt_state),
+                                                           (state.params, state.opt_state))
         new_buffer = buffer.push(state.buffer, x_neg, slots)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, key=key, buffer=new_buffer)
         return new_state, {"loss": loss, "e_pos": e_pos, "e_neg": e_neg, "gap": e_neg - e_pos,
