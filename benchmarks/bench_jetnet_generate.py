@@ -28,7 +28,7 @@ import numpy as np
 from benchmarks.common import RESULTS_DIR, machine_info, markdown_table, time_alternating, timed_first_call, write_json
 from jaxebm import experiments
 from jaxebm.inference import generate
-from jaxebm.models.convae import ConVAE, MinMaxScaler
+from jaxebm.models.jet_convae import ConVAE, MinMaxScaler
 from jaxebm.models.flows import RealNVP, RealNVPConfig
 from jaxebm.models.transformer import TransformerEnergy
 from jaxebm.train.cd import make_noise_fn

@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.common import (RESULTS_DIR, device_memory_stats, executable_stats, host_peak_memory_mb,
                                machine_info, markdown_table, time_alternating, timed_first_call, write_json)
-from jaxebm.models.conv_ae import ConvAE, ConvAEConfig
+from jaxebm.models.nae_autoencoder import ConvAE, ConvAEConfig
 from jaxebm.train import nae
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jaxebm.runs.entry import run_from_args, run_parser
+from jaxebm.experiments.entry import run_from_args, run_parser
 
 
 def main(argv=None) -> None:

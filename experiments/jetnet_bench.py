@@ -7,12 +7,12 @@ and reports are the runner's (`jaxebm.runs`); ``jaxebm train jetnet_bench`` is t
     python -m experiments.jetnet_bench --preset smoke               # seconds-scale check
     python -m experiments.jetnet_bench --preset paper               # paper sizes (GPU)
 
-Presets: ``jaxebm/experiments/configs/jetnet/``. An interrupted run resumes from its checkpoints.
+Presets: ``jaxebm/experiments/configs/jetnet_bench/``. An interrupted run resumes from its checkpoints.
 """
 from __future__ import annotations
 
 import json
-from jaxebm.runs.entry import run_from_args, run_parser
+from jaxebm.experiments.entry import run_from_args, run_parser
 
 
 def main(argv=None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,11 +23,11 @@ import numpy as np
 from jaxebm import experiments
 from jaxebm.experiments import jetnet_bench as jb
 from jaxebm.metrics.jetnet import jetnet_features, w1m
-from jaxebm.models.convae import ConVAE, MinMaxScaler, jets_to_momenta, momenta_to_constituents
+from jaxebm.models.jet_convae import ConVAE, MinMaxScaler, jets_to_momenta, momenta_to_constituents
 from jaxebm.models.flows import RealNVP, RealNVPConfig
 from jaxebm.runs import SeedJob
 from jaxebm.train.checkpoint import Checkpointer
-from jaxebm.train.vae import encode_means, fit, init_flow_state, init_vae_state, make_flow_step
+from jaxebm.train.vae import StageConfig, encode_means, fit_network, history, init_flow_state, init_vae_state, make_flow_step
 
 NUM_CONSTITUENTS = 30
 NUM_JETS = 900  # generated jets per score
@@ -89,9 +90,13 @@ def ablation(run: Path) -> dict:
     step = make_flow_step(flow, config.latent_flow.stage.learning_rate)
     fresh = init_flow_state(jax.random.key(2), flow, config.latent_flow.stage.learning_rate)
     tic = time.process_time()
-    fresh, history = fit(step, fresh, means, batch_size=100, num_epochs=100, seed=7)
+    with tempfile.TemporaryDirectory() as flow_dir:
+        fresh = fit_network(step, fresh, (np.asarray(means, np.float32),), flow_dir,
+                            StageConfig(config.latent_flow.stage.learning_rate, 100, 100),
+                            order_seed=lambda epoch: (7, epoch))
+        epochs = history(flow_dir)
     out["flow_100_epochs_cpu_s"] = time.process_time() - tic
-    out["flow_100_epochs_nll"] = [history[14]["nll"], history[-1]["nll"]]
+    out["flow_100_epochs_nll"] = [epochs[14]["nll"], epochs[-1]["nll"]]
     out["flow_100_epochs"] = score(decode(sample(jax.random.key(5), fresh.params)))
     out["prior_n01"] = score(decode(jax.random.normal(jax.random.key(6), (NUM_JETS, means.shape[1]))))
     return out

@@ -5,11 +5,10 @@ once whatever the number of jets.
 
     gen_config = GenerationConfig()        # the paper's: 200 steps, step 0.1 x0.8 every 40, noise 0.001
     x, mask = generate(jax.random.key(0), model, params, noise_fn, gen_config, num_jets=10_000)
-    energy, score_norm = anomaly_scores(model, params, x_test, mask_test)
-    scores = model_scores(model, params, x_test, mask_test)        # {"energy": (n,), "score_norm": (n,), ...}
-    scores = energy_scores(outputs_fn, params, images)                # any model: outputs_fn(params, x, mask)
+    scores = anomaly_scores(model_outputs_fn(model), params, x_test, mask_test)  # {"energy": (n,), "score_norm": ...}
+    scores = anomaly_scores(outputs_fn, params, images)             # any model: outputs_fn(params, x, mask)
 
-Anomaly scores: `energy_scores` is the one score API for every model: it takes a model function giving
+Anomaly scores: `anomaly_scores` is the one score API for every system: it takes a model function giving
 energies ``(B,)`` or class logits ``(B, K)`` and returns named scores, each larger = more anomalous
 (`SCORE_NAMES`: energy, score norm, and for a hybrid classifier -log p(QCD|x), the negated QCD logit
 and min_y E(x, y)).
@@ -35,8 +34,7 @@ from jaxebm.models.common import class_energy_fn, energy_fn
 from jaxebm.sampling import langevin
 from jaxebm.sampling.schedules import StepDecay
 
-__all__ = ["SCORE_NAMES", "GenerationConfig", "anomaly_scores", "energy_scores", "generate", "model_outputs_fn",
-           "model_scores"]
+__all__ = ["SCORE_NAMES", "GenerationConfig", "anomaly_scores", "generate", "model_outputs_fn"]
 
 
 @dataclass(frozen=True)
@@ -158,7 +156,7 @@ def _compiled_scores(outputs_fn: Callable, background_class: int) -> Callable:
     return jax.jit(scores)
 
 
-def energy_scores(outputs_fn: Callable, params, x: np.ndarray, mask: np.ndarray | None = None, *,
+def anomaly_scores(outputs_fn: Callable, params, x: np.ndarray, mask: np.ndarray | None = None, *,
                   background_class: int = 0, coordinate_scale=None, batch_size: int = 1024,
                   mesh: Mesh | None = None) -> dict[str, np.ndarray]:
     """Named anomaly scores of any energy model, each ``(n,)`` float64 and oriented so that larger means
@@ -212,7 +210,7 @@ def energy_scores(outputs_fn: Callable, params, x: np.ndarray, mask: np.ndarray 
 
 @lru_cache(maxsize=64)
 def model_outputs_fn(model: nn.Module) -> Callable:
-    """`energy_scores`' ``outputs_fn`` of a constituent energy module (dropout off): its logits when it is
+    """`anomaly_scores`' ``outputs_fn`` of a constituent energy module (dropout off): its logits when it is
     a hybrid (``model.config.num_classes`` set), else its energies."""
     is_hybrid = getattr(getattr(model, "config", None), "num_classes", None) is not None
 
@@ -222,29 +220,3 @@ def model_outputs_fn(model: nn.Module) -> Callable:
         return model.apply(params, x, mask, deterministic=True)
 
     return outputs
-
-
-def model_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, **kwargs) -> dict[str, np.ndarray]:
-    """`energy_scores` of a constituent energy module (plain or hybrid `TransformerEnergy`)."""
-    return energy_scores(model_outputs_fn(model), params, x, mask, **kwargs)
-
-
-def anomaly_scores(model: nn.Module, params, x: np.ndarray, mask: np.ndarray, *, coordinate_scale=None,
-                   batch_size: int = 1024, mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Energy ``E(x)`` and score norm ``||grad_u E||`` (over real slots) per jet: `model_scores`'
-    ``energy`` and ``score_norm``.
-
-    Args:
-      x: ``(n, N, F)`` features in the model's space; mask: ``(n, N)`` bool (all True in "zeros" mode).
-      coordinate_scale: ``(F,)`` or None. The score norm is taken in the coordinates
-        ``u = x * coordinate_scale + const`` (``grad_u E = grad_x E / coordinate_scale``): None for the
-        model's own space, `ConstituentPipeline.raw_scale` for raw ``(log pT, eta, phi)`` (the paper's).
-      mesh: None: one device; else each batch split over the mesh's devices (``batch_size`` a
-        multiple of their number; ``x`` is the same on every process), parameters replicated.
-    Returns:
-      energy ``(n,)`` and score_norm ``(n,)``, float64; higher means more anomalous for both.
-    """
-    if mask is None:
-        raise ValueError("anomaly_scores needs the mask (n, N) of the constituents")
-    scores = model_scores(model, params, x, mask, coordinate_scale=coordinate_scale, batch_size=batch_size, mesh=mesh)
-    return scores["energy"], scores["score_norm"]

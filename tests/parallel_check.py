@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from jaxebm import parallel
-from jaxebm.inference import GenerationConfig, _generate_batch, anomaly_scores, generate
+from jaxebm.inference import GenerationConfig, _generate_batch, anomaly_scores, generate, model_outputs_fn
 from jaxebm.models import MLPConfig, MLPEnergy
 from jaxebm.train import CDConfig, create_train_state, make_cd_step, make_noise_fn
 
@@ -93,8 +93,8 @@ def check_generation(mesh, noise_fn, with_scores: bool = True) -> None:
     sharded = generate(jax.random.key(2), MODEL, params, noise_fn, gen_config, 24, progress=False, mesh=mesh)
     assert_trees_close(sharded, single, "generate")
     if with_scores:
-        scores_single = anomaly_scores(MODEL, params, *single, batch_size=BATCH)
-        scores_sharded = anomaly_scores(MODEL, params, *single, batch_size=BATCH, mesh=mesh)
+        scores_single = anomaly_scores(model_outputs_fn(MODEL), params, *single, batch_size=BATCH)
+        scores_sharded = anomaly_scores(model_outputs_fn(MODEL), params, *single, batch_size=BATCH, mesh=mesh)
         assert_trees_close(scores_sharded, scores_single, "anomaly_scores")
     print(f"ok generate{' and anomaly_scores' * with_scores}: {NUM_DEVICES} devices give the results of 1")
 

@@ -11,9 +11,15 @@ from jaxebm.data.io import JetSample
 from jaxebm.data.observables import jet_kinematics
 from jaxebm.data.pipeline import PAPER_NOISE_MEAN, PAPER_NOISE_STD, ConstituentPipeline
 from jaxebm.data.preprocess import constituent_pt_eta_phi, features_to_four_vectors
-from jaxebm.inference import GenerationConfig, anomaly_scores, generate
+from jaxebm.inference import GenerationConfig, anomaly_scores, generate, model_outputs_fn
 from jaxebm.models import TransformerConfig, TransformerEnergy
 from jaxebm.train.cd import make_noise_fn
+
+def energy_and_norm(model, params, x, mask, **kwargs):
+    """The ``energy`` and ``score_norm`` of the score API for a constituent energy module."""
+    scores = anomaly_scores(model_outputs_fn(model), params, x, mask, **kwargs)
+    return scores["energy"], scores["score_norm"]
+
 
 NUM_SLOTS = 8
 
@@ -73,12 +79,12 @@ def test_anomaly_scores_match_the_model_and_ignore_padding(tiny_model):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(37, NUM_SLOTS, 3)).astype(np.float32)
     mask = np.arange(NUM_SLOTS)[None] < rng.integers(1, NUM_SLOTS + 1, 37)[:, None]
-    energy, score_norm = anomaly_scores(model, params, x, mask, batch_size=16)
+    energy, score_norm = energy_and_norm(model, params, x, mask, batch_size=16)
     np.testing.assert_allclose(energy, model.apply(params, x, mask), rtol=1e-5, atol=1e-6)
     garbage = np.where(mask[..., None], x, 1e3)
-    np.testing.assert_allclose(anomaly_scores(model, params, garbage, mask, batch_size=16)[1], score_norm, rtol=1e-5)
+    np.testing.assert_allclose(energy_and_norm(model, params, garbage, mask, batch_size=16)[1], score_norm, rtol=1e-5)
     with pytest.raises(ValueError, match="x must be"):
-        anomaly_scores(model, params, x[..., :2].reshape(37, -1), mask)
+        energy_and_norm(model, params, x[..., :2].reshape(37, -1), mask)
 
 
 class QuadraticEnergy(nn.Module):
@@ -107,7 +113,7 @@ def test_anomaly_scores_of_a_closed_form_energy(masked):
     weight = mask if masked else np.ones_like(mask)
     expected_energy = 0.5 * np.einsum("bnf,bn,f->b", np.square(x64), weight, w)
     expected_score = np.sqrt(np.sum(np.square(w * x64) * mask[..., None], axis=(1, 2)))
-    energy, score_norm = anomaly_scores(model, params, x, mask, batch_size=16)
+    energy, score_norm = energy_and_norm(model, params, x, mask, batch_size=16)
     np.testing.assert_allclose(energy, expected_energy, rtol=1e-5)
     np.testing.assert_allclose(score_norm, expected_score, rtol=1e-5)
 

@@ -17,9 +17,15 @@ from jaxebm.data.preprocess import features_to_four_vectors
 from jaxebm.evaluation import anomaly_quality, generation_quality, selection_distance
 from jaxebm.experiments import preset_path
 from jaxebm.experiments.ebm import ExperimentConfig
-from jaxebm.inference import GenerationConfig, anomaly_scores
+from jaxebm.inference import GenerationConfig, anomaly_scores, model_outputs_fn
 from jaxebm.metrics import histogram_jsd, paper_jsd
 from jaxebm.train.cd import make_noise_fn
+
+def energy_and_norm(model, params, x, mask, **kwargs):
+    """The ``energy`` and ``score_norm`` of the score API for a constituent energy module."""
+    scores = anomaly_scores(model_outputs_fn(model), params, x, mask, **kwargs)
+    return scores["energy"], scores["score_norm"]
+
 
 NUM_SLOTS = 10
 
@@ -110,15 +116,15 @@ def test_score_norm_in_raw_coordinates_follows_the_chain_rule():
     model = QuadraticEnergy()
     params = model.init(jax.random.key(0), x, mask)
     std = np.array([0.5, 2.0, 4.0], np.float32)
-    energy, norm_model = anomaly_scores(model, params, x, mask)
-    _, norm_raw = anomaly_scores(model, params, x, mask, coordinate_scale=std)
+    energy, norm_model = energy_and_norm(model, params, x, mask)
+    _, norm_raw = energy_and_norm(model, params, x, mask, coordinate_scale=std)
     grad = np.where(mask[..., None], np.array([1.0, 2.0, 3.0]) * x, 0.0)  # dE/dx by hand
     np.testing.assert_allclose(energy, 0.5 * np.sum(np.where(mask[..., None], [1.0, 2.0, 3.0] * x**2, 0), (1, 2)),
                                rtol=1e-5)
     np.testing.assert_allclose(norm_model, np.sqrt(np.sum(grad**2, (1, 2))), rtol=1e-5)
     np.testing.assert_allclose(norm_raw, np.sqrt(np.sum((grad / std) ** 2, (1, 2))), rtol=1e-5)
     with pytest.raises(ValueError, match="coordinate_scale"):
-        anomaly_scores(model, params, x, mask, coordinate_scale=[1.0, -1.0, 1.0])
+        energy_and_norm(model, params, x, mask, coordinate_scale=[1.0, -1.0, 1.0])
 
 
 def test_selection_distance_is_the_sum_of_scaled_w1_and_its_error_follows_the_sample_size():

@@ -13,6 +13,9 @@ jet of an event that passes is kept, in falling pT; the constituents stored are 
 ``max_constituents`` hardest (default 200, the public top-tagging layout; at 550-650 GeV with
 R = 0.8 almost no jet has more), ``jets[:, 4]`` keeps the full multiplicity.
 
+Process cards: `jaxebm.data.processes`; clustering, window and truth matching per event:
+`jaxebm.data.jet_selection`.
+
 Multiparton interactions (the underlying event) are on by default; at R = 0.8 they raise the
 W-jet median mass from ~82 to ~91 GeV. ``multiparton_interactions=False`` makes events ~4x faster.
 
@@ -55,13 +58,13 @@ import numpy as np
 import pythia8mc
 from tqdm import tqdm
 
-from jaxebm.data.hidden_valley import DARK_QUARK, hidden_valley_settings
 from jaxebm.data.io import JetSample, write_jets
+from jaxebm.data.jet_selection import make_jet_finder, select_jets
+from jaxebm.data.processes import PROCESSES
 
 __all__ = [
-    "PROCESSES", "GenerationConfig", "OutputPathError", "ProcessCard", "Shard", "build_parser", "check_output_path",
-    "generate_jets",
-    "generate_shard", "make_jet_finder", "make_pythia", "pythia_settings", "select_jets", "worker_quotas",
+    "GenerationConfig", "OutputPathError", "Shard", "build_parser", "check_output_path", "generate_jets",
+    "generate_shard", "make_pythia", "pythia_settings", "worker_quotas",
     "worker_seed",
 ]
 
@@ -84,7 +87,6 @@ _CLI_HELP = {  # one line per GenerationConfig field
     "extra_pythia_settings": "one Pythia setting per flag, read after the process card (repeatable)",
     "max_events_without_jet": "stop with an error after this many events in a row without a kept jet",
 }
-_HADRONIC_W = ("24:onMode = off", "24:onIfAny = 1 2 3 4 5")
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _PARENT_POLL_SECONDS = 0.5
 
@@ -92,74 +94,6 @@ _PARENT_POLL_SECONDS = 0.5
 class OutputPathError(ValueError):
     """The output path cannot take the sample: it exists (and overwriting was not asked for), it is a
     directory, or its directory cannot be written."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ProcessCard:
-    """A physics process: Pythia settings plus the truth matching its jets need.
-
-    Attributes:
-        name: registry key (``PROCESSES[name]``), stored in the file as ``process``.
-        pythia_settings: Pythia ``readString`` lines that switch the process on and set decays.
-        match_pdg_ids: ``|PDG id|`` of hard-process resonances a kept jet must contain together
-            with all the final partons they decay to; empty for no matching (QCD).
-        description: one line for humans.
-    """
-
-    name: str
-    pythia_settings: tuple[str, ...]
-    match_pdg_ids: tuple[int, ...] = ()
-    description: str = ""
-
-
-PROCESSES: dict[str, ProcessCard] = {
-    card.name: card
-    for card in (
-        ProcessCard("qcd", ("HardQCD:all = on",), description="hard QCD 2 -> 2 (light-quark and gluon jets)"),
-        ProcessCard(
-            "top",
-            ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", *_HADRONIC_W),
-            match_pdg_ids=(6,),
-            description="ttbar, hadronic W decays; the jet holds a top and its b, q, q'",
-        ),
-        ProcessCard(
-            "w",
-            ("WeakBosonAndParton:qqbar2Wg = on", "WeakBosonAndParton:qg2Wq = on", *_HADRONIC_W),
-            match_pdg_ids=(24,),
-            description="W + jet, hadronic W; the jet holds the W and its q, q'",
-        ),
-        ProcessCard(
-            "h_hh_4b",
-            ("Higgs:useBSM = on", "HiggsBSM:gg2H2g(l:t) = on", "HiggsBSM:qg2H2q(l:t) = on",
-             "HiggsBSM:qqbar2H2g(l:t) = on", "35:m0 = 174", "35:onMode = off", "35:onIfMatch = 25 25",
-             "25:m0 = 80", "25:onMode = off", "25:onIfMatch = 5 -5"),
-            match_pdg_ids=(35,),
-            description="heavy Higgs H (174 GeV) -> h h (80 GeV) -> 4b; the jet holds the H and its four b",
-        ),
-        ProcessCard(
-            "dark",
-            hidden_valley_settings(),
-            match_pdg_ids=(DARK_QUARK,),
-            description="semi-visible dark jets, Hidden Valley Z'(2 TeV) -> q_d q_d-bar, 'Aachen' benchmark "
-                        "(r_inv 0.75, m_pi_d 4, m_rho_d 5 GeV; variants: extra settings from "
-                        "jaxebm.data.hidden_valley); the jet lies within R of a dark quark",
-        ),
-        ProcessCard(
-            "jetnet_g",
-            ("HardQCD:gg2gg = on", "HardQCD:qqbar2gg = on"),
-            match_pdg_ids=(21,),
-            description="JetNet-like gluon jets (jaxebm.data.jetnet_like): gg -> gg, qqbar -> gg; the jet "
-                        "lies within R of an outgoing gluon",
-        ),
-        ProcessCard(
-            "jetnet_q",
-            ("HardQCD:qg2qg = on", "HardQCD:qq2qq = on", "HardQCD:qqbar2qqbarNew = on", "HardQCD:nQuarkNew = 3"),
-            match_pdg_ids=(1, 2, 3),
-            description="JetNet-like light-quark jets (jaxebm.data.jetnet_like): qg -> qg, qq -> qq, "
-                        "qqbar -> q'qbar'; the jet lies within R of an outgoing u, d or s quark",
-        ),
-    )
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,43 +183,6 @@ def make_pythia(settings: tuple[str, ...]) -> pythia8mc.Pythia:
     if not pythia.init():
         raise RuntimeError(f"Pythia failed to initialise with settings {settings}")
     return pythia
-
-
-def make_jet_finder(jet_radius: float, jet_pt_min: float) -> pythia8mc.SlowJet:
-    """Anti-kT (fjcore) over visible final-state particles with their true masses, E-scheme."""
-    anti_kt_power, particle_abs_eta_max, visible_final, true_masses = -1, 25.0, 2, 2
-    no_hook, use_fjcore, standard_delta_r = None, True, True  # Delta R^2 = Delta y^2 + Delta phi^2, as FastJet
-    return pythia8mc.SlowJet(
-        anti_kt_power, jet_radius, jet_pt_min, particle_abs_eta_max, visible_final, true_masses,
-        no_hook, use_fjcore, standard_delta_r,
-    )
-
-
-def select_jets(
-    pythia: pythia8mc.Pythia, jet_finder: pythia8mc.SlowJet, config: GenerationConfig
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Cluster the current event and return its kept jets, hardest first (SlowJet orders by pT).
-
-    Returns:
-        ``(summary, momenta)`` per jet: ``summary`` float64 ``(5,)`` = (pt, eta, phi, mass,
-        n_constituents); ``momenta`` float64 ``(min(n, max_constituents), 4)`` = (E, px, py, pz),
-        pT-ordered.
-    """
-    match_pdg_ids = PROCESSES[config.process].match_pdg_ids
-    jet_finder.analyze(pythia.event)
-    resonances = None
-    kept = []
-    for jet in range(jet_finder.sizeJet()):
-        pt, eta, phi = jet_finder.pT(jet), jet_finder.p(jet).eta(), jet_finder.phi(jet)
-        if not (config.jet_pt_min <= pt < config.jet_pt_max and abs(eta) < config.jet_abs_eta_max):
-            continue
-        if match_pdg_ids:
-            resonances = _resonance_directions(pythia.process, match_pdg_ids) if resonances is None else resonances
-            if not any(_all_within(eta, phi, directions, config.jet_radius) for directions in resonances):
-                continue
-        momenta = _constituent_momenta(pythia.event, jet_finder.constituents(jet), config.max_constituents)
-        kept.append((np.array([pt, eta, phi, jet_finder.m(jet), jet_finder.multiplicity(jet)]), momenta))
-    return kept
 
 
 @contextlib.contextmanager
@@ -387,40 +284,6 @@ def generate_jets(
     if out_path is not None:
         write_jets(out_path, sample)
     return sample
-
-
-def _constituent_momenta(event: pythia8mc.Event, indices: list[int], max_constituents: int) -> np.ndarray:
-    """``(E, px, py, pz)`` float64 ``(min(n, max_constituents), 4)`` of event particles, hardest first."""
-    momenta = np.array([(p.e(), p.px(), p.py(), p.pz()) for p in map(event.__getitem__, indices)])
-    order = np.argsort(-np.hypot(momenta[:, 1], momenta[:, 2]), kind="stable")
-    return momenta[order[:max_constituents]]
-
-
-def _resonance_directions(process: pythia8mc.Event, match_pdg_ids: tuple[int, ...]) -> list[np.ndarray]:
-    """(eta, phi) ``(1 + n_partons, 2)`` of each matching resonance and its final decay partons."""
-    directions = []
-    for index in range(process.size()):
-        if abs(process[index].id()) in match_pdg_ids:
-            members = [process[index], *_final_parton_descendants(process, index)]
-            directions.append(np.array([(p.eta(), p.phi()) for p in members]))
-    return directions
-
-
-def _final_parton_descendants(process: pythia8mc.Event, index: int) -> list[pythia8mc.Particle]:
-    found = []
-    for daughter in process.daughterList(index):
-        particle = process[daughter]
-        if not particle.isFinal():
-            found.extend(_final_parton_descendants(process, daughter))
-        elif particle.isParton():
-            found.append(particle)
-    return found
-
-
-def _all_within(eta: float, phi: float, directions: np.ndarray, radius: float) -> bool:
-    """True if every (eta, phi) row of ``directions`` lies within ``radius`` of (eta, phi)."""
-    delta_phi = np.angle(np.exp(1j * (directions[:, 1] - phi)))
-    return bool(np.all(np.hypot(directions[:, 0] - eta, delta_phi) < radius))
 
 
 def _run_workers(config: GenerationConfig, quotas: tuple[int, ...], progress_fn: Callable[[int], Any]) -> list[Shard]:

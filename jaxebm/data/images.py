@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from jaxebm.data.preprocess import JetInputError, check_particle_arrays
+from jaxebm.data.preprocess import check_particle_arrays
+from jaxebm.errors import JetInputError
 
 __all__ = ["REMAP_NORMS", "jet_images", "pixel_indices"]
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxebm.data.generate import GenerationConfig
 from jaxebm.data.io import JetSample
-from jaxebm.data.preprocess import JetInputError
+from jaxebm.errors import JetInputError
 
 __all__ = ["JETNET_TYPES", "PROCESS_OF_TYPE", "check_jetnet_arrays", "generation_config", "to_jetnet_arrays",
            "write_jetnet"]

@@ -25,11 +25,11 @@ import fastjet
 import numpy as np
 
 from jaxebm.data.preprocess import (
-    JetInputError,
     check_particle_arrays,
     constituent_pt_eta_phi,
     wrap_phi,
 )
+from jaxebm.errors import JetInputError
 
 __all__ = [
     "EFP_D4_COMPOSITES",

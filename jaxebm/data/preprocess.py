@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxebm.data.io import massless_four_vectors
+from jaxebm.errors import JetInputError
 
 __all__ = [
-    "JetInputError",
     "Standardizer",
     "center_rotate_ebm",
     "center_rotate_flip_nae",
@@ -43,11 +43,6 @@ __all__ = [
     "pad_or_truncate",
     "wrap_phi",
 ]
-
-
-class JetInputError(ValueError):
-    """A bad argument (an array's rank, shape or dtype, or a parameter out of range); the message
-    names the argument."""
 
 
 def check_particle_arrays(mask: Any, **arrays: Any) -> np.ndarray:

@@ -9,7 +9,7 @@ Each experiment is a module defining ``EXPERIMENT`` (a `jaxebm.runs.Experiment`)
   nae   the normalized autoencoder on jet images (seed 002): `jaxebm.experiments.nae`; presets cpu, paper,
         smoke; ``data.direction`` tag_top / tag_qcd / tag_dark.
   jetnet_bench  ConVAE, ConVAE + NF, NF (seed 004) and the EBM on JetNet-like jets with the JetNet metrics:
-        `jaxebm.experiments.jetnet_bench`; presets (configs/jetnet/) cpu, paper, smoke.
+        `jaxebm.experiments.jetnet_bench`; presets cpu, paper, smoke.
 
     experiment = get("ebm")
     config = load("ebm", "cpu", ["run.num_steps=200"])      # preset name or a .toml path, then overrides
@@ -34,8 +34,7 @@ DESCRIPTIONS = {  # one line each, for `jaxebm train --help` (read without impor
     "jetnet_bench": "ConVAE, ConVAE + NF, NF and the EBM on JetNet-like jets, with the JetNet metrics",
     "ebm_clf": "hybrid EBM-classifier on QCD / W / top jets (Cheng & Courville 2023, section 3.2)",
 }
-_CONFIG_DIRS = {name: Path(__file__).parent / "configs" / ("jetnet" if name == "jetnet_bench" else name)
-                for name in EXPERIMENTS}
+_CONFIG_DIRS = {name: Path(__file__).parent / "configs" / name for name in EXPERIMENTS}
 
 
 def _closest(name: str, known: Sequence[str]) -> str:

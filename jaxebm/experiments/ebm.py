@@ -28,13 +28,14 @@ import jax
 import numpy as np
 
 from jaxebm.config import ConfigError, check_seeds, require_positive
-from jaxebm.data.generate import GenerationConfig as JetGenerationConfig, generate_jets
 from jaxebm.data.io import JetSample, jet_summary, read_jets, write_jets
 from jaxebm.data.loader import BatchIterator, split_indices
 from jaxebm.data.pipeline import FEATURE_SPACES, ConstituentPipeline
 from jaxebm.evaluation import anomaly_quality, generation_quality, selection_distance
-from jaxebm.experiments.ebm_report import write_data_summary, write_report, write_seed_report, write_summary
-from jaxebm.inference import GenerationConfig, anomaly_scores, generate
+from jaxebm.experiments.jet_samples import TEST_PROCESSES, sample_files
+from jaxebm.experiments.ebm_report import write_report, write_seed_report, write_summary
+from jaxebm.experiments.reporting import write_data_summary
+from jaxebm.inference import GenerationConfig, anomaly_scores, generate, model_outputs_fn
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import DataFile, Experiment, SeedJob
 from jaxebm.runs.records import atomic_write_json
@@ -44,15 +45,11 @@ from jaxebm.train.loop import LoopConfig, train_loop
 from jaxebm.train.state import create_train_state
 
 __all__ = ["BEST_METRIC", "EXPERIMENT", "DataConfig", "ExperimentConfig", "RunConfig", "Trained", "data_files",
-           "data_paths", "jet_data_file", "train_val_rows", "validate"]
+           "train_val_rows", "validate"]
 
 CONFIG_DIR = Path(__file__).parent / "configs" / "ebm"
-TEST_PROCESSES = ("qcd", "top", "h_hh_4b")
 SIGNALS = ("top", "h_hh_4b")
 BEST_METRIC = "val_distance"
-JET_PT_WINDOW = (550.0, 650.0)  # GeV, the generator's default selection (|eta| < 2)
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """Jet samples (generated once into ``data_dir`` and reused by every seed).
@@ -144,41 +141,11 @@ def loop_config(config: ExperimentConfig, progress: bool = True) -> LoopConfig:
                       max_to_keep=config.run.keep_checkpoints, eval_every=config.run.eval_every, best_metric=BEST_METRIC, best_mode="min", progress=progress)
 
 
-def data_paths(config: DataConfig) -> dict[str, Path]:
-    """``{"train": <data_dir>/qcd_train.h5, process: <data_dir>/<process>_test.h5, ...}``."""
-    root = Path(config.data_dir)
-    return {"train": root / "qcd_train.h5", **{p: root / f"{p}_test.h5" for p in TEST_PROCESSES}}
-
-
 def data_files(config: ExperimentConfig) -> dict[str, DataFile]:
-    """The QCD training file and a test file per process, each made by Pythia 8 when missing (pT 550-650
-    GeV, |eta| < 2), reused only when its attributes match (process, R, seed, jets, pT window)."""
-    jobs = {"train": ("qcd", config.data.num_train_jets, 0),
-            **{p: (p, config.data.num_test_jets, i + 1) for i, p in enumerate(TEST_PROCESSES)}}
-    paths = data_paths(config.data)
-    return {name: jet_data_file(paths[name], process, num_jets, config.data.generator_seed + offset,
-                                jet_radius=config.data.jet_radius, num_workers=config.data.num_workers)
-            for name, (process, num_jets, offset) in jobs.items()}
-
-
-def jet_data_file(path: Path, process: str, num_jets: int, seed: int, *, jet_radius: float,
-                  num_workers: int) -> DataFile:
-    """A Pythia 8 jet file (pT in `JET_PT_WINDOW`, |eta| < 2, 100 hardest constituents) as a `DataFile`:
-    made when missing, reused only when its process, R, seed, size and pT window match."""
-    generation = JetGenerationConfig(
-        process=process, num_jets=num_jets, seed=seed, num_workers=min(num_workers, num_jets), jet_radius=jet_radius,
-        jet_pt_min=JET_PT_WINDOW[0], jet_pt_max=JET_PT_WINDOW[1], max_constituents=100)
-    attrs = {key: getattr(generation, key) for key in ("process", "jet_radius", "seed", "num_jets", "jet_pt_min",
-                                                       "jet_pt_max")}
-    return DataFile(path, attrs, make=_generator(generation, path))
-
-
-def _generator(generation: JetGenerationConfig, path: Path):
-    def make(progress: bool) -> None:
-        print(f"generating {generation.num_jets} {generation.process} jets -> {path}")
-        generate_jets(generation, out_path=path, progress=progress)
-
-    return make
+    """The QCD training file and a test file per process (`jaxebm.experiments.jet_samples`)."""
+    data = config.data
+    return sample_files(data.data_dir, num_train_jets=data.num_train_jets, num_test_jets=data.num_test_jets,
+                        generator_seed=data.generator_seed, jet_radius=data.jet_radius, num_workers=data.num_workers)
 
 
 def describe_data(out_dir: Path, config: ExperimentConfig, paths: dict[str, Path]) -> None:
@@ -299,9 +266,11 @@ def _scores(trained: Trained, inputs: dict) -> dict[str, dict[str, np.ndarray]]:
         spaces["score_norm_model"] = None
     scores = {}
     for process, (x, model_mask, _) in inputs.items():
-        norms = {name: anomaly_scores(trained.model, trained.params, x, model_mask, coordinate_scale=scale)
+        norms = {name: anomaly_scores(model_outputs_fn(trained.model), trained.params, x, model_mask,
+                                      coordinate_scale=scale)
                  for name, scale in spaces.items()}
-        scores[process] = {"energy": norms["score_norm"][0], **{name: norm for name, (_, norm) in norms.items()}}
+        scores[process] = {"energy": norms["score_norm"]["energy"],
+                           **{name: norm["score_norm"] for name, norm in norms.items()}}
     return scores
 
 
@@ -323,7 +292,7 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     noise = noise_fn(key_noise, config.run.num_generated_jets)
     noise_x, noise_mask = (noise if isinstance(noise, tuple) else (noise, np.ones(noise.shape[:2], bool)))
     noise_x, noise_mask = np.asarray(noise_x), np.asarray(noise_mask)
-    noise_energy, _ = anomaly_scores(model, params, noise_x, noise_mask)
+    noise_energy = anomaly_scores(model_outputs_fn(model), params, noise_x, noise_mask)["energy"]
 
     real_p4, real_mask = pipeline.jets_as_model_sees(tests["qcd"])
     gen_p4 = pipeline.to_four_vectors(gen_x, gen_mask)

@@ -12,7 +12,7 @@ EBM and the hybrid are one code path with a loss option. A variant is a set of o
 Each variant is a run of the runner (`jaxebm.runs`) in its own directory; per seed: train (resumable; every
 ``run.curve_every`` iterations the EMA parameters are scored on the test jets, `curve_point`, and logged as an
 ``eval`` row of ``metrics.jsonl``: the curves over training), then evaluate the final EMA parameters on the
-test jets: top-1 / top-2 accuracy and the confusion matrix, every score of `jaxebm.inference.energy_scores`
+test jets: top-1 / top-2 accuracy and the confusion matrix, every score of `jaxebm.inference.anomaly_scores`
 (AUC, 1/eps_B(0.2) for top and H -> hh -> 4b against QCD, mass sculpting), and generated jets (chains on E(x);
 per class from chains on E(x, y) when trained with class-conditional chains: JSDs, observable plots).
 `jaxebm.experiments.ebm_clf_report.write_comparison` puts the variants side by side (Tables 3 and 6).
@@ -41,8 +41,8 @@ from jaxebm.data.pipeline import ConstituentPipeline
 from jaxebm.evaluation import anomaly_quality, generation_quality
 from jaxebm.experiments import ebm_clf_report
 from jaxebm.experiments.ebm_clf_data import CLASSES, SIGNALS, DataConfig, data_files as _data_files, read_test_sets
-from jaxebm.experiments.ebm_report import write_data_summary
-from jaxebm.inference import GenerationConfig, generate, model_scores
+from jaxebm.experiments.reporting import write_data_summary
+from jaxebm.inference import GenerationConfig, anomaly_scores, generate, model_outputs_fn
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
 from jaxebm.runs import Experiment, SeedJob
 from jaxebm.runs.records import atomic_write_json
@@ -202,7 +202,7 @@ def curve_point(model: TransformerEnergy, params, inputs: dict[str, tuple[np.nda
     """One point of the curves over training on the test jets ``{process: (x, mask)}`` (`CLASSES` and the
     signals), through the score API as the final evaluation: AUCs against QCD per signal of E(x)
     (``energy_auc_<signal>``) and of -log p(QCD|x) (``class_nll_auc_<signal>``), and the top-1 accuracy."""
-    scores = {p: model_scores(model, params, x, mask) for p, (x, mask) in inputs.items()}
+    scores = {p: anomaly_scores(model_outputs_fn(model), params, x, mask) for p, (x, mask) in inputs.items()}
     point = {}
     for name in ("energy", "class_nll"):
         quality = anomaly_quality(scores["qcd"][name], {s: scores[s][name] for s in SIGNALS})
@@ -290,7 +290,7 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     model, pipeline, params = trained.model, trained.pipeline, trained.params
     tests = read_test_sets(config.data, job.data)
     inputs = {p: pipeline.transform(s) for p, s in tests.items()}
-    scores = {p: model_scores(model, params, x, mask, coordinate_scale=pipeline.raw_scale)
+    scores = {p: anomaly_scores(model_outputs_fn(model), params, x, mask, coordinate_scale=pipeline.raw_scale)
               for p, (x, mask, _) in inputs.items()}
     results: dict[str, Any] = {"seed": job.seed, "variant": variant_name(config), "step": trained.step}
     rows = read_metrics(job.directory / "metrics.jsonl")

@@ -1,7 +1,7 @@
 """Jet samples of the hybrid EBM-classifier experiment (`jaxebm.experiments.ebm_clf`): QCD / W / top.
 
 Classes and labels: ``CLASSES = ("qcd", "w", "top")``, label = index; QCD (0) is the anomaly background.
-Files (R = 1.0, 550-650 GeV, |eta| < 2, Pythia 8, `jaxebm.experiments.ebm.jet_data_file`):
+Files (R = 1.0, 550-650 GeV, |eta| < 2, Pythia 8, `jaxebm.experiments.jet_samples`):
 
 - the `ebm` experiment's files in ``ebm_data_dir`` (shared, read only, made with its settings when
   missing): QCD training jets, and the QCD / top / H -> hh -> 4b test jets;
@@ -19,7 +19,7 @@ import numpy as np
 from jaxebm.config import require_positive
 from jaxebm.data.io import JetSample, read_jets, write_jets
 from jaxebm.data.pipeline import FEATURE_SPACES
-from jaxebm.experiments import ebm
+from jaxebm.experiments.jet_samples import TEST_PROCESSES, jet_data_file, sample_files
 from jaxebm.runs import DataFile
 
 __all__ = ["CLASSES", "SIGNALS", "DataConfig", "data_files", "read_test_sets"]
@@ -66,23 +66,22 @@ class DataConfig:
 
 
 def _ebm_files(config: DataConfig) -> dict[str, DataFile]:
-    ebm_data = ebm.DataConfig(data_dir=config.ebm_data_dir, jet_radius=config.jet_radius,
-                              num_train_jets=config.ebm_num_train_jets, num_test_jets=config.ebm_num_test_jets,
-                              generator_seed=config.ebm_generator_seed, num_workers=config.num_workers)
-    files = ebm.data_files(ebm.ExperimentConfig(data=ebm_data))
-    return {"qcd_train": files["train"], **{f"{p}_test": files[p] for p in ebm.TEST_PROCESSES}}
+    files = sample_files(config.ebm_data_dir, num_train_jets=config.ebm_num_train_jets,
+                         num_test_jets=config.ebm_num_test_jets, generator_seed=config.ebm_generator_seed,
+                         jet_radius=config.jet_radius, num_workers=config.num_workers)
+    return {"qcd_train": files["train"], **{f"{p}_test": files[p] for p in TEST_PROCESSES}}
 
 
 def data_files(config: DataConfig) -> dict[str, DataFile]:
     """Every file the experiment reads, in the order they are made (the training mix last)."""
     root = Path(config.data_dir)
     files = _ebm_files(config)
-    files["w"] = ebm.jet_data_file(root / "w.h5", "w", config.num_train_jets + config.num_test_jets,
-                                   config.generator_seed, jet_radius=config.jet_radius,
-                                   num_workers=config.num_workers)
-    files["top_train"] = ebm.jet_data_file(root / "top_train.h5", "top", config.num_train_jets,
-                                           config.generator_seed + 1, jet_radius=config.jet_radius,
-                                           num_workers=config.num_workers)
+    files["w"] = jet_data_file(root / "w.h5", "w", config.num_train_jets + config.num_test_jets,
+                               config.generator_seed, jet_radius=config.jet_radius,
+                               num_workers=config.num_workers)
+    files["top_train"] = jet_data_file(root / "top_train.h5", "top", config.num_train_jets,
+                                       config.generator_seed + 1, jet_radius=config.jet_radius,
+                                       num_workers=config.num_workers)
     sources = {"qcd": files["qcd_train"].path, "w": files["w"].path, "top": files["top_train"].path}
     attrs = {"process": ",".join(CLASSES), "num_jets": len(CLASSES) * config.num_train_jets,
              "seed": config.generator_seed, "jet_radius": config.jet_radius}

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from jaxebm.evaluation import jet_observables
 from jaxebm.experiments.ebm_clf_data import CLASSES, SIGNALS
-from jaxebm.experiments.ebm_report import flatten, provenance_lines, seed_report_links
+from jaxebm.experiments.reporting import flatten, provenance_lines, seed_report_links
 from jaxebm.metrics import roc_curve, summarise_over_seeds
 from jaxebm.plots import (
     plot_mass_sculpting,

@@ -19,8 +19,8 @@ Models (each trained on the training split, all in one seed directory with its o
 - ``truth``: as many training jets as there are test jets: the floor of every metric.
 
 Every sample (truth, test and generated) goes through one path to the metrics: four-vectors ->
-`jaxebm.metrics.jetnet.jetnet_features` (relative to the sum of the stored <= 30 particles). Metrics and
-report: `jaxebm.experiments.jetnet_bench_report`.
+`jaxebm.metrics.jetnet.jetnet_features` (relative to the sum of the stored <= 30 particles). Metrics:
+`jaxebm.experiments.jetnet_bench_eval`; report: `jaxebm.experiments.jetnet_bench_report`.
 
     jaxebm train jetnet_bench --preset cpu
     python -m experiments.jetnet_bench --preset smoke
@@ -36,59 +36,39 @@ from typing import Callable
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from jaxebm.config import ConfigError, check_seeds, require_positive
-from jaxebm.data.generate import generate_jets
-from jaxebm.data.io import JetSample, jet_summary, massless_four_vectors, read_jetnet, read_jets
-from jaxebm.data.jetnet_like import JETNET_TYPES, generation_config, to_jetnet_arrays, write_jetnet
+from jaxebm.data.io import JetSample, jet_summary, massless_four_vectors, read_jetnet
+from jaxebm.data.jetnet_like import JETNET_TYPES
 from jaxebm.data.preprocess import Standardizer
 from jaxebm.experiments import jetnet_bench_report as report
+from jaxebm.experiments.jetnet_bench_data import DataConfig, data_files, jetnet_file, split_rows
+from jaxebm.experiments.jetnet_bench_eval import evaluate_samples, observables
 from jaxebm.inference import GenerationConfig, generate
-from jaxebm.models.convae import (
+from jaxebm.models.jet_convae import (
     GENERATION, RECONSTRUCTION, ConVAE, ConVAEConfig, ConVAELoss, MinMaxScaler, jets_to_momenta,
     momenta_to_constituents,
 )
 from jaxebm.models.flows import LATENT_FLOW, PARTICLE_FLOW, RealNVP, RealNVPConfig
 from jaxebm.models.transformer import TransformerConfig, TransformerEnergy
-from jaxebm.runs import DataFile, Experiment, SeedJob
+from jaxebm.runs import Experiment, SeedJob
 from jaxebm.runs.records import atomic_write_json
 from jaxebm.train.cd import CDConfig, make_cd_step, make_noise_fn, multiplicity_distribution
 from jaxebm.train.checkpoint import Checkpointer
+from jaxebm.train.batches import ArrayBatches
 from jaxebm.train.loop import LoopConfig, train_loop
 from jaxebm.train.state import create_train_state
 from jaxebm.train.vae import (
-    StageConfig, encode_posterior, fit, flatten_momenta, init_flow_state, init_vae_state, make_convae_sampler,
+    StageConfig, encode_posterior, fit_network, flatten_momenta, init_flow_state, init_vae_state, make_convae_sampler,
     make_flow_step, make_particle_flow_sampler, make_vae_step, posterior_samples,
 )
 
-__all__ = ["EXPERIMENT", "LATENT_SOURCES", "MODELS", "DataConfig", "ExperimentConfig", "LatentFlowSection", "Trained",
-           "latent_flow_data", "split_rows"]
+__all__ = ["EXPERIMENT", "LATENT_SOURCES", "MODELS", "ExperimentConfig", "LatentFlowSection", "Trained", "ebm_features",
+           "latent_flow_data"]
 
-CONFIG_DIR = Path(__file__).parent / "configs" / "jetnet"
+CONFIG_DIR = Path(__file__).parent / "configs" / "jetnet_bench"
 MODELS = ("convae", "convae_nf", "nf", "ebm")
 LATENT_SOURCES = ("mean", "sample")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """The JetNet-like sample: class, size, stored particles, split and generator seeding."""
-
-    data_dir: str = "runs/data/jetnet_like"
-    jet_type: str = "g"
-    num_jets: int = 177_000
-    num_particles: int = 30
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    generator_seed: int = 404
-    num_workers: int = 2
-
-    def __post_init__(self):
-        if self.jet_type not in ("g", "q", "t", "w"):
-            raise ValueError(f"data.jet_type must be one of g, q, t, w, got {self.jet_type!r}")
-        if len(self.split) != 3 or min(self.split) <= 0 or not np.isclose(sum(self.split), 1.0):
-            raise ValueError(f"data.split must be three positive fractions summing to 1, got {self.split}")
-        if min(self.num_jets, self.num_particles, self.num_workers) < 1:
-            raise ValueError("data.num_jets, data.num_particles and data.num_workers must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -188,50 +168,6 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(f"run / cd.iterations_per_call: {error}") from None
 
 
-def split_rows(config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fixed train / validation / test rows of the sample (a permutation seeded by the generator seed)."""
-    order = np.random.default_rng(config.generator_seed).permutation(config.num_jets)
-    num_train = int(round(config.split[0] * config.num_jets))
-    num_val = int(round(config.split[1] * config.num_jets))
-    return tuple(np.sort(rows) for rows in np.split(order, [num_train, num_train + num_val]))
-
-
-def _paths(config: DataConfig) -> tuple[Path, Path]:
-    root = Path(config.data_dir)
-    return root / f"pythia_{config.jet_type}.h5", root / f"jetnet_{config.jet_type}.h5"
-
-
-def data_files(config: ExperimentConfig) -> dict[str, DataFile]:
-    """The Pythia sample in the jaxebm schema (made when missing, with its JetNet-layout twin)."""
-    generation = generation_config(config.data.jet_type, num_jets=config.data.num_jets,
-                                   seed=config.data.generator_seed,
-                                   num_workers=min(config.data.num_workers, config.data.num_jets))
-    schema_path, jetnet_path = _paths(config.data)
-
-    def make(progress: bool) -> None:
-        print(f"generating {generation.num_jets} JetNet-like {config.data.jet_type} jets -> {schema_path}")
-        started = time.perf_counter()
-        generate_jets(generation, out_path=schema_path, progress=progress, overwrite=True)
-        seconds = time.perf_counter() - started
-        (schema_path.parent / f"pythia_{config.data.jet_type}.timing.json").write_text(
-            json.dumps({"seconds": seconds, "jets_per_second": generation.num_jets / seconds}))
-
-    attrs = {key: getattr(generation, key) for key in ("process", "jet_radius", "seed", "num_jets", "pt_hat_min",
-                                                       "pt_hat_max", "jet_pt_min", "jet_pt_max")}
-    return {"sample": DataFile(schema_path, attrs, make=make)}
-
-
-def jetnet_file(config: DataConfig, schema_path: Path) -> Path:
-    """The JetNet-layout file of the sample, written from the schema file when missing or older."""
-    _, path = _paths(config)
-    if not path.exists() or path.stat().st_mtime < Path(schema_path).stat().st_mtime:
-        sample = read_jets(schema_path)
-        particles, jets = to_jetnet_arrays(sample, config.jet_type, config.num_particles)
-        write_jetnet(path, particles, jets, attrs={"jet_type": config.jet_type, "source": str(schema_path),
-                                                   "generator": str(sample.attrs.get("generator", ""))})
-    return path
-
-
 def describe_data(out_dir: Path, config: ExperimentConfig, paths: dict[str, Path]) -> None:
     """``data_summary.json``: sizes, jet pT / mass / multiplicity quantiles, generation rate."""
     if (out_dir / "data_summary.json").exists():
@@ -261,31 +197,26 @@ def latent_flow_data(source: str, mean: np.ndarray, logvar: np.ndarray, seed: in
 
 def _train_network(directory: Path, state, step_fn: Callable | None, data: Callable[[int], np.ndarray],
                    stage: StageConfig, seed: int, progress: bool):
-    """Epochs of `jaxebm.train.vae.fit` on ``data(epoch)`` (training examples, the same count every epoch),
-    checkpointed after each (resumed from the newest); each epoch's line in ``metrics.jsonl`` carries
-    ``input_std``, the mean over features of the std of its training examples. With ``step_fn=None`` only
-    restores the finished network. Returns ``(state, seconds trained now)``."""
+    """`jaxebm.train.vae.fit_network` on ``data(epoch)`` (training examples, the same count every epoch; epoch
+    ``e`` shuffled by the numpy seed ``seed * 100_003 + e``), checkpointed after each epoch (resumed from the
+    newest); each epoch's row in ``metrics.jsonl`` carries ``epoch`` and ``input_std``, the mean over features
+    of the std of its training examples. With ``step_fn=None`` only restores the finished network. Returns
+    ``(state, seconds trained now)``."""
     steps_per_epoch = len(data(0)) // stage.batch_size
-    started = time.perf_counter()
-    with Checkpointer(directory / "checkpoints", max_to_keep=1, is_async=False) as ckpt:
-        if ckpt.latest_step() is not None:
-            state, _ = ckpt.restore(state)
-        elif step_fn is None:
+    with Checkpointer(directory / "checkpoints") as ckpt:
+        latest = ckpt.latest_step()
+        if step_fn is None and latest is None:
             raise FileNotFoundError(f"{directory} holds no checkpoint: train the seed first")
-        done = int(state.step) // steps_per_epoch
-        if step_fn is None or done >= stage.num_epochs:
-            return state, 0.0
-        directory.mkdir(parents=True, exist_ok=True)  # checkpoints appear at the first save only
-        for epoch in tqdm(range(done, stage.num_epochs), desc=directory.name, unit="epoch", disable=not progress,
-                          initial=done, total=stage.num_epochs):
-            examples = data(epoch)
-            state, history = fit(step_fn, state, examples, batch_size=stage.batch_size, num_epochs=1,
-                                 seed=seed * 100_003 + epoch)
-            record = {"epoch": epoch + 1, "step": int(state.step), **history[0],
-                      "input_std": float(np.std(examples, axis=0).mean())}
-            with open(directory / "metrics.jsonl", "a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
-            ckpt.save(state, extra={"epoch": epoch + 1})
+        if step_fn is None or (latest or 0) >= stage.num_epochs * steps_per_epoch:
+            return ckpt.restore(state)[0], 0.0
+
+    def epoch_columns(step: int) -> dict:
+        epoch = step // steps_per_epoch
+        return {"epoch": epoch, "input_std": float(np.std(data(epoch - 1), axis=0).mean())}
+
+    started = time.perf_counter()
+    state = fit_network(step_fn, state, lambda epoch: (np.asarray(data(epoch), np.float32),), directory, stage,
+                        order_seed=lambda epoch: seed * 100_003 + epoch, log_fn=epoch_columns, progress=progress)
     return state, time.perf_counter() - started
 
 
@@ -363,26 +294,6 @@ def ebm_features(sample: JetSample, jet_pt: np.ndarray) -> np.ndarray:
     return np.where(mask[..., None], np.stack([eta, phi, log_pt], axis=-1), 0.0).astype(np.float32)
 
 
-class _ArrayBatches:
-    """Shuffled ``(x, mask)`` batches over in-memory arrays, forever; ``position`` / ``restore`` for resumption."""
-
-    def __init__(self, x: np.ndarray, mask: np.ndarray, batch_size: int, seed: int):
-        self.x, self.mask, self.batch_size, self.seed = x, mask, batch_size, seed
-        self.position = (0, 0)
-
-    def restore(self, position) -> None:
-        self.position = tuple(position)
-
-    def __iter__(self):
-        while True:
-            epoch, index = self.position
-            order = np.random.default_rng((self.seed, epoch)).permutation(len(self.x))
-            rows = order[index * self.batch_size:(index + 1) * self.batch_size]
-            last = (index + 2) * self.batch_size > len(self.x)
-            self.position = (epoch + 1, 0) if last else (epoch, index + 1)
-            yield self.x[rows], self.mask[rows]
-
-
 def _ebm_model(config, job: SeedJob, train_sample: JetSample, train: bool) -> tuple[Callable, float]:
     """The EBM sampler (features standardised over real training particles) and its training seconds."""
     features, mask = ebm_features(train_sample, train_sample.jets[:, 0]), train_sample.mask
@@ -401,7 +312,7 @@ def _ebm_model(config, job: SeedJob, train_sample: JetSample, train: bool) -> tu
     started = time.perf_counter()
     if train:
         state = train_loop(make_cd_step(model, cd_config, noise_fn), state,
-                           _ArrayBatches(x, mask, cd_config.batch_size, job.seed), job.directory / "ebm", loop,
+                           ArrayBatches((x, mask), cd_config.batch_size, seed=job.seed), job.directory / "ebm", loop,
                            run_config=config)
     else:
         with Checkpointer(job.directory / "ebm" / "checkpoints") as ckpt:
@@ -457,12 +368,13 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
         started = time.perf_counter()
         samples[name] = sample_fn(jax.random.key(1_000 * job.seed + index), num_jets)
         generation_seconds[name] = time.perf_counter() - started
-    results = report.evaluate_samples((test.constituents.astype(np.float64), test.mask), samples, seed=job.seed,
-                                      cov_num_batches=config.run.cov_num_batches,
-                                      cov_batch_size=config.run.cov_batch_size)
+    test_jets = (test.constituents.astype(np.float64), test.mask)
+    results = evaluate_samples(test_jets, samples, seed=job.seed, cov_num_batches=config.run.cov_num_batches,
+                               cov_batch_size=config.run.cov_batch_size)
     results |= {"seed": job.seed, "num_test_jets": num_jets, "train_seconds": trained.train_seconds,
                 "generation_seconds": generation_seconds}
-    report.write_seed_report(job.directory, results, (test.constituents, test.mask), samples)
+    per_model = {"test": observables(test.constituents, test.mask)} | {n: observables(*s) for n, s in samples.items()}
+    report.write_seed_report(job.directory, results, per_model)
     return results
 
 

@@ -1,27 +1,19 @@
-"""Metrics, plots and reports of the JetNet-style benchmark (`jaxebm.experiments.jetnet_bench`).
-
-Per seed and model (``truth`` = training jets, the floor): W1M, W1P, W1EFP, FPD, KPD
-(`jaxebm.metrics.jetnet`, JetNet's protocol with batches scaled down to the sample), coverage and MMD
-(`jaxebm.metrics.emd`, exact EMD on pT_rel) and EMD_sum (GeV, the ConVAE paper's: jet mass, E, pT, eta,
-phi; not for the EBM, whose jets are relative). FPND is not computed: it needs JetNet's pretrained
-ParticleNet, which cannot be downloaded here. The summary (mean +- std over seeds) sits beside the
+"""Plots and reports of the JetNet-style benchmark (`jaxebm.experiments.jetnet_bench`), drawn from what
+`jaxebm.experiments.jetnet_bench_eval` computed. The summary (mean +- std over seeds) sits beside the
 paper's Table 8 and the field's truth floors, with the report lines met / not met.
 """
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
 from jaxebm.data.io import JetSample
-from jaxebm.metrics.emd import coverage_mmd, emd_sum, emd_sum_observables
-from jaxebm.metrics.jetnet import fpd, fpd_kpd_features, jetnet_features, kpd, w1efp, w1m, w1p
 from jaxebm.plots import save_figure
 from jaxebm.runs.records import atomic_write_json, atomic_write_text
 
-__all__ = ["METRICS", "evaluate_samples", "summarise", "target_checks", "write_data_summary", "write_report",
+__all__ = ["METRICS", "summarise", "target_checks", "write_data_summary", "write_report",
            "write_seed_report", "write_summary"]
 
 # (key, label, factor shown, unit note)
@@ -42,51 +34,6 @@ PAPER = {
 # REFERENCE.md section 4: JetNet gluon truth vs truth (Kansal et al. protocol) and MPGAN, same units.
 FIELD_TRUTH = {"w1p": 0.14, "w1m": 0.46, "fpd": 0.14, "kpd": 1.8}
 FIELD_MPGAN = {"w1p": 0.27, "w1m": 0.7, "fpd": 0.41, "kpd": 0.0}
-
-
-def _clean(p4: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Drop jets with non-finite values; give a jet without particles its hardest slot (counted)."""
-    p4, mask = np.asarray(p4, np.float64), np.asarray(mask, bool)
-    finite = np.isfinite(np.where(mask[..., None], p4, 0.0)).all(axis=(1, 2))
-    p4, mask = np.where(mask[..., None], p4, 0.0)[finite], mask[finite]
-    empty = ~mask.any(axis=1)
-    mask[empty, 0] = True
-    p4[empty, 0] = (1.0, 1.0, 0.0, 0.0)
-    pt_zero = mask & (np.hypot(p4[..., 1], p4[..., 2]) <= 0)
-    mask &= ~pt_zero
-    return p4, mask, {"num_dropped_non_finite": int((~finite).sum()), "num_empty": int(empty.sum())}
-
-
-def evaluate_samples(test, samples: dict, *, seed: int, cov_num_batches: int, cov_batch_size: int) -> dict:
-    """Every metric of every sample against the test jets (``(four-vectors, mask)`` pairs).
-
-    Returns ``{"metrics": {row: {metric: [value, error]}}, "sample_info": ..., "evaluation_seconds": ...}``.
-    """
-    started = time.perf_counter()
-    real = jetnet_features(*test)
-    real_efps, real_observables = fpd_kpd_features(real), emd_sum_observables(*test)
-    metrics, info = {}, {}
-    for name, (p4, mask) in samples.items():
-        p4, mask, info[name] = _clean(p4, mask)
-        gen = jetnet_features(p4, mask)
-        gen_efps = fpd_kpd_features(gen)
-        cov = coverage_mmd(real, gen, num_batches=cov_num_batches, batch_size=cov_batch_size, seed=seed)
-        row = {"w1m": w1m(real, gen, seed=seed), "w1p": w1p(real, gen, seed=seed),
-               "w1efp": w1efp(real, gen, seed=seed), "fpd": fpd(real_efps, gen_efps, seed=seed),
-               "kpd": kpd(real_efps, gen_efps, seed=seed), "cov": cov.coverage, "mmd": cov.minimum_matching_distance}
-        if name != "ebm":
-            row["emd_sum"] = emd_sum(real_observables, emd_sum_observables(p4, mask))
-        metrics[name] = {key: [float(r.value), float(r.error)] for key, r in row.items()}
-    return {"metrics": metrics, "sample_info": info, "evaluation_seconds": time.perf_counter() - started}
-
-
-def observables(p4: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Relative jet mass, particle (eta_rel, phi_rel, pT_rel) of real particles, multiplicity."""
-    p4, mask, _ = _clean(p4, mask)
-    jets = jetnet_features(p4, mask)
-    particles = jets.particles[jets.mask]
-    return {"mass": jets.mass, "eta_rel": particles[:, 0], "phi_rel": particles[:, 1], "pt_rel": particles[:, 2],
-            "multiplicity": jets.mask.sum(axis=1).astype(np.float64)}
 
 
 def _fraction_per_unit(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -134,9 +81,9 @@ def plot_observables(per_model: dict[str, dict[str, np.ndarray]], path: Path) ->
     plt.close(fig)
 
 
-def write_seed_report(seed_dir: Path, results: dict, test, samples: dict) -> None:
-    """``observables.npz``, ``plots/observables.png`` and ``report.md`` of one seed."""
-    per_model = {"test": observables(*test)} | {name: observables(*s) for name, s in samples.items()}
+def write_seed_report(seed_dir: Path, results: dict, per_model: dict[str, dict[str, np.ndarray]]) -> None:
+    """``observables.npz``, ``plots/observables.png`` and ``report.md`` of one seed; ``per_model``: the
+    observables (`jaxebm.experiments.jetnet_bench_eval.observables`) of the test jets and of each sample."""
     np.savez_compressed(seed_dir / "observables.npz",
                         **{f"{model}/{key}": v for model, obs in per_model.items() for key, v in obs.items()})
     plot_observables(per_model, seed_dir / "plots" / "observables.png")

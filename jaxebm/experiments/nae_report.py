@@ -3,14 +3,10 @@ landscape on the sphere, average images, training curves), per run (mean +- std 
 paper), and the combined table of both directions and the dark-jet scan (`write_combined`)."""
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -18,10 +14,9 @@ from jaxebm.metrics.tagging import roc_curve
 from jaxebm.plots import (plot_average_images, plot_roc_curves, plot_score_distributions, plot_training_curves,
                           save_figure)
 from jaxebm.runs.records import atomic_write_text
-from jaxebm.train import nae
 from jaxebm.train.monitor import read_metrics
 
-__all__ = ["PAPER", "ae_stage_title", "in_batches", "jitted", "latent_map", "plot_training", "sphere_frame", "write_combined",
+__all__ = ["PAPER", "ae_stage_title", "plot_latent_map", "plot_training", "to_lon_lat", "write_combined",
            "write_seed_report", "write_summary"]
 
 # The paper's numbers (seed 002 Fig. 4 table and text; dissertation Table 5.11 for the Aachen dark jets,
@@ -33,77 +28,13 @@ PAPER = {
 PAPER_DARK = {0.5: (0.68, 15.0), 0.3: (0.746, 38.0), 0.2: (0.75, 33.0), 0.1: (0.767, 41.0), 0.01: (0.755, 41.0)}
 ROLE_LABELS = {"tag_top": ("QCD (train)", "top"), "tag_qcd": ("top (train)", "QCD"),
                "tag_dark": ("QCD (train)", "dark (Aachen)")}
-MAP_SHAPE = (36, 72)  # latitude x longitude cells of the equirectangular map
-
-
-@functools.lru_cache(maxsize=8)
-def jitted(model, config: nae.NAEConfig) -> SimpleNamespace:
-    """Jitted functions of one model and NAE config, compiled once per process: ``energy(variables, x)``,
-    ``encode``, ``reconstruct``, ``latent_energy(variables, z)``, ``negatives(key, state)`` (the
-    training chains' ``NegativeSamples``) and ``paths(key, state, z_start)``."""
-    return SimpleNamespace(
-        energy=jax.jit(lambda v, x: model.apply(v, x, method="energy")),
-        encode=jax.jit(lambda v, x: model.apply(v, x, method="encode")),
-        reconstruct=jax.jit(lambda v, x: model.apply(v, x)),
-        latent_energy=jax.jit(lambda v, z: model.apply(v, z, method="latent_energy")),
-        negatives=jax.jit(lambda key, state: nae.sample_negatives(key, model, config, state)[0]),
-        paths=jax.jit(lambda key, state, z: nae.latent_chain_paths(key, model, config, state, z)))
-
-
-def in_batches(fn, variables, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """``fn(variables, x)`` over ``x`` in batches of ``batch_size`` (the last one zero-padded, so one
-    compiled shape serves every call)."""
-    out = []
-    for start in range(0, len(x), batch_size):
-        chunk = np.asarray(x[start:start + batch_size])
-        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(fn(variables, padded))[: len(chunk)])
-    return np.concatenate(out)
-
-
 # ---------------------------------------------------------------------------------------------- latent map
-
-
-def sphere_frame(latents: np.ndarray) -> np.ndarray:
-    """Orthonormal frame ``(3, 3)`` (rows e1, e2, e3) whose e1 is the mean direction of ``latents (n, 3)``:
-    the map's centre (longitude 0, latitude 0) sits where most jets are, as in the paper's Fig. 2."""
-    centre = np.mean(latents, axis=0)
-    centre = centre / max(np.linalg.norm(centre), 1e-12) if np.linalg.norm(centre) > 1e-6 else np.eye(3)[0]
-    helper = np.eye(3)[int(np.argmin(np.abs(centre)))]
-    e2 = np.cross(centre, helper)
-    e2 /= np.linalg.norm(e2)
-    return np.stack([centre, e2, np.cross(centre, e2)])
 
 
 def to_lon_lat(z: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Longitude and latitude (radians) of unit vectors ``z (..., 3)`` in ``frame``."""
     local = np.asarray(z) @ frame.T
     return np.arctan2(local[..., 1], local[..., 0]), np.arcsin(np.clip(local[..., 2], -1.0, 1.0))
-
-
-def _grid_points(frame: np.ndarray) -> np.ndarray:
-    """Cell centres of the map as unit vectors ``(num_lat * num_lon, 3)``."""
-    num_lat, num_lon = MAP_SHAPE
-    lat = (np.arange(num_lat) + 0.5) / num_lat * np.pi - np.pi / 2
-    lon = (np.arange(num_lon) + 0.5) / num_lon * 2 * np.pi - np.pi
-    lon, lat = np.meshgrid(lon, lat)
-    local = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1).reshape(-1, 3)
-    return (local @ frame).astype(np.float32)
-
-
-def latent_map(model, config: nae.NAEConfig, state: nae.NAEState, background_latents: np.ndarray, *, seed: int,
-               num_chains: int = 12) -> dict[str, np.ndarray]:
-    """The latent landscape of ``state`` (D_z = 3 only; ``{}`` otherwise): ``map_frame (3, 3)``,
-    ``map_energy`` (H(z) on the `MAP_SHAPE` grid) and ``map_paths (z_num_steps + 1, num_chains, 3)``,
-    latent chains from buffer entries with the training kernel."""
-    if model.config.latent_dim != 3:
-        return {}
-    frame = sphere_frame(background_latents)
-    fns = jitted(model, config)
-    values = in_batches(fns.latent_energy, {"params": state.params, **state.spectral}, _grid_points(frame))
-    starts = jnp.asarray(np.asarray(state.buffer.samples)[:num_chains])
-    paths = fns.paths(jax.random.key(seed + 777), state, starts)
-    return {"map_frame": frame, "map_energy": values.reshape(MAP_SHAPE), "map_paths": np.asarray(paths)}
 
 
 def ae_stage_title(phase1: dict) -> str:
@@ -143,12 +74,13 @@ def plot_latent_map(maps: dict[str, dict], latents: dict[str, dict[str, np.ndarr
 # ---------------------------------------------------------------------------------------------- per seed
 
 
-def write_seed_report(seed_dir: Path, config, results: dict, trained, tests: dict, energies: dict) -> None:
-    """Plots under ``seed_dir/plots`` and ``seed_dir/report.md``."""
+def write_seed_report(seed_dir: Path, config, results: dict, phase1: dict, tests: dict, energies: dict,
+                      figures: dict) -> None:
+    """Plots under ``seed_dir/plots`` and ``seed_dir/report.md`` of what evaluation computed: ``results``,
+    the phase-1 summary, the test images and NAE energies by role, and ``figures``
+    (`jaxebm.experiments.nae_eval.figure_inputs`)."""
     plots = seed_dir / "plots"
     labels = ROLE_LABELS[config.data.direction]
-    phase1 = trained.phase1
-    model, state = trained.model, trained.state
     for stage, stage_energies in (("ae", {r: phase1[f"energy_{r}"] for r in ("background", "signal")}),
                                   ("nae", energies)):
         plot_score_distributions({labels[0]: np.log10(stage_energies["background"]),
@@ -159,25 +91,21 @@ def write_seed_report(seed_dir: Path, config, results: dict, trained, tests: dic
                          signal_labels, np.r_[phase1["energy_background"], phase1["energy_signal"]]),
                      f"NAE (AUC {results['nae']['auc']:.3f})": roc_curve(
                          signal_labels, np.r_[energies["background"], energies["signal"]])}, plots / "roc.png")
-    variables = {"params": state.params, **state.spectral}
     num = config.run.num_plot_images
-    fns = jitted(model, trained.nae_config)
-    latents_nae = {r: in_batches(fns.encode, variables, x) for r, x in tests.items()}
-    if model.config.latent_dim == 3:
-        nae_map = latent_map(model, trained.nae_config, state, latents_nae["background"], seed=int(results["seed"]))
+    if "map" in figures:
         ae_map = {key: phase1[key] for key in ("map_frame", "map_energy", "map_paths")}
         latents_ae = {r: phase1[f"latent_{r}"] for r in ("background", "signal")}
         title = ae_stage_title(phase1)
-        plot_latent_map({title: ae_map, "after NAE training": nae_map},
-                        {title: latents_ae, "after NAE training": latents_nae}, labels, plots / "latent_landscape.png")
-    negatives = fns.negatives(jax.random.key(int(results["seed"]) + 99), state)
+        plot_latent_map({title: ae_map, "after NAE training": figures["map"]},
+                        {title: latents_ae, "after NAE training": figures["latents"]}, labels,
+                        plots / "latent_landscape.png")
     plot_average_images({
         f"{labels[0]} input": tests["background"][:num],
-        f"{labels[0]} NAE reconstruction": in_batches(fns.reconstruct, variables, tests["background"][:num]),
+        f"{labels[0]} NAE reconstruction": figures["reconstructions"]["background"],
         f"{labels[1]} input": tests["signal"][:num],
-        f"{labels[1]} NAE reconstruction": in_batches(fns.reconstruct, variables, tests["signal"][:num]),
+        f"{labels[1]} NAE reconstruction": figures["reconstructions"]["signal"],
         f"{labels[0]} AE reconstruction": phase1["recon_mean_background"][None],
-        "NAE negative samples": np.asarray(negatives.x_end)}, plots / "images.png")
+        "NAE negative samples": figures["negatives"]}, plots / "images.png")
     plot_training(seed_dir, config.run.ae_steps)
     lines = [f"# NAE seed {results['seed']}: {config.data.direction} (pT^{config.data.pt_power:g})", "",
              "| model | AUC | 1/eps_B(eps_S = 0.2) |", "|---|---|---|"]

@@ -6,7 +6,6 @@ extension, data-file checks, and the commands on trained runs (evaluate, sample,
   data     `DataFile`: a data file with the HDF5 attributes it must carry and how to make it.
   state    `RunState`: what a run directory already holds. records: config.json / run.json / history.
   lock     `RunLock`: one writer per run directory. errors: `RunRefused` (usage), `RunError` (runtime).
-  entry    `run_parser`, `run_from_args`: the command line of the thin entry points in `experiments/`.
 """
 from jaxebm.runs.data import DataFile
 from jaxebm.runs.errors import DataFileMismatch, RunError, RunLocked, RunRefused

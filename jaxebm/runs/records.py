@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import jaxebm
 from jaxebm.runs.errors import RunError
-from jaxebm.train.checkpoint import to_jsonable
+from jaxebm.jsonable import to_jsonable
 
 __all__ = ["MISSING", "Change", "append_history", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "changes_between", "data_record", "flatten",
            "format_changes", "git_commit", "now", "provenance", "read_json", "versions"]

@@ -57,6 +57,7 @@ from jaxebm import parallel
 from jaxebm.models.common import class_energy_fn, energy_fn
 from jaxebm.sampling import buffer, langevin
 from jaxebm.sampling.langevin import LangevinConfig
+from jaxebm.train.guard import keep_if_finite, scaled_update
 from jaxebm.train.state import TrainState, make_optimizer
 
 __all__ = ["PADDING_MODES", "CDConfig", "check_labels", "ema_decay_at", "make_cd_step", "make_noise_fn",
@@ -309,16 +310,13 @@ def make_cd_step(model: nn.Module, config: CDConfig, noise_fn: Callable, *, mesh
 
         (loss, parts), grads = jax.value_and_grad(_cd_loss, has_aux=True)(
             state.params, model, config, key_dropout, x_pos, mask_pos, x_neg, mask_neg, labels)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, jax.tree.map(lambda u: u * state.lr_scale, updates))
+        params, opt_state = scaled_update(optimizer, grads, state.opt_state, state.params, state.lr_scale)
         ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay_at(state.step, config.ema_decay))
         new_buffer = (state.buffer if not has_chains
                       else buffer.push(state.buffer, (x_neg, mask_neg) if is_mask_mode else x_neg, slots))
 
-        grad_norm = optax.tree.norm(grads)
-        is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        params, opt_state, ema_params, new_buffer = jax.tree.map(
-            lambda new, old: jnp.where(is_finite, new, old), (params, opt_state, ema_params, new_buffer),
+        (params, opt_state, ema_params, new_buffer), is_finite, grad_norm = keep_if_finite(
+            loss, grads, (params, opt_state, ema_params, new_buffer),
             (state.params, state.opt_state, state.ema_params, state.buffer))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params,
                                   buffer=new_buffer, key=key)

@@ -32,7 +32,6 @@ Example::
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -44,9 +43,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxebm.jsonable import to_jsonable
 from jaxebm.train.state import TrainState
 
-__all__ = ["CheckpointError", "Checkpointer", "to_jsonable"]
+__all__ = ["CheckpointError", "Checkpointer"]
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +57,6 @@ _TMP_MARK = ".orbax-checkpoint-tmp"  # in the name of a save Orbax has not finis
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the template, or no readable checkpoint at all."""
-
-
-def to_jsonable(value: Any) -> Any:
-    """``value`` with dataclasses, tuples, numpy / jax arrays and scalars, paths turned into JSON types."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
-        return np.asarray(value).tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 def _storable(state: TrainState) -> TrainState:

@@ -1,11 +1,21 @@
-"""Training driver: jitted step + metrics log + health monitor + checkpoints + rollback + resume.
+"""The one training driver of every system: jitted step + metrics log + health monitor + checkpoints +
+rollback + resume. A system supplies a step, a state and batches (`docs/ADDING_A_SYSTEM.md`); multi-phase
+training (AE then NAE, ConVAE then flow) is a sequence of `train_loop` calls, one per phase, over one
+checkpoint sequence (`begin_phase` turns the end state of one phase into the start of the next).
 
-Batch protocol: ``batches`` is any iterable of ``(x (B, N, F), mask (B, N))`` pairs (or ``(x, mask, labels (B,))``
-triples for a hybrid step, passed on as ``step_fn(state, x, mask, labels)``). For exact
-resumption it also exposes ``position`` (a JSON-friendly value, e.g. ``(epoch, batch_index)``, of the
-next batch it will yield) and ``restore(position)``, as `jaxebm.data.loader.BatchIterator` does (give
-it a ``transform`` returning ``(features, mask)``; do not wrap it in a prefetcher that reads ahead).
-Without them a resumed run restarts the iterable from its beginning.
+State protocol: any pytree (a ``flax.struct.dataclass``) with ``step`` (int32 scalar), ``params``,
+``opt_state``, ``key`` (typed PRNG key) and ``lr_scale`` (float32 scalar multiplying every update), plus what
+the system needs besides (EMA parameters, a replay buffer, spectral-norm statistics). The step
+``step_fn(state, *batch) -> (state, metrics)`` advances ``step``, keeps the old parameters when its loss or
+gradient is not finite, and reports at least ``loss`` (or ``nll``), ``is_finite`` and ``lr_scale``; the
+energy checks of `HealthMonitor` read ``e_pos``, ``e_neg`` and ``gap`` where a step reports them.
+
+Batch protocol: ``batches`` is any iterable of tuples (``(x (B, N, F), mask (B, N))`` pairs, ``(x, mask,
+labels (B,))`` triples for a hybrid step, ``(images,)`` for the NAE), passed on as ``step_fn(state, *batch)``.
+For exact resumption it also exposes ``position`` (a JSON-friendly value, e.g. ``(epoch, batch_index)``, of the
+next batch it will yield) and ``restore(position)``, as `jaxebm.train.batches.ArrayBatches` and
+`jaxebm.data.loader.BatchIterator` do (do not wrap them in a prefetcher that reads ahead). Without them a
+resumed run restarts the iterable from its beginning.
 
 Rollback: when `HealthMonitor.diagnose` flags a step, the state returns to the newest readable
 checkpoint, its key is folded with the rollback count and its ``lr_scale`` becomes the pre-rollback
@@ -38,9 +48,8 @@ from tqdm import tqdm
 
 from jaxebm.train.checkpoint import Checkpointer
 from jaxebm.train.monitor import HealthConfig, HealthMonitor, MetricsLogger, read_metrics
-from jaxebm.train.state import TrainState
 
-__all__ = ["LoopConfig", "TrainingDiverged", "train_loop"]
+__all__ = ["LoopConfig", "TrainingDiverged", "begin_phase", "train_loop"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -57,6 +66,7 @@ class LoopConfig:
       (``eval_every`` None: no evaluation).
     max_to_keep: periodic checkpoints kept.
     best_metric, best_mode: key of the ``eval_fn`` output ranking the best checkpoint ("min"/"max").
+    log_mean: a log row holds each metric's mean over the steps since the last row (else the last step's).
     progress: show a tqdm progress bar.
     """
 
@@ -68,6 +78,7 @@ class LoopConfig:
     max_to_keep: int = 3
     best_metric: str | None = None
     best_mode: str = "min"
+    log_mean: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -96,8 +107,16 @@ def _last_iteration(metrics: dict[str, Any], iterations_per_call: int) -> dict[s
     return {name: value[-1] for name, value in metrics.items()}
 
 
+def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Each metric's mean over the host metrics of several steps (scalars or stacked)."""
+    return {name: float(np.mean([metrics[name] for metrics in history])) for name in history[0]}
+
+
+_PROGRESS_KEYS = ("loss", "nll", "e_pos", "e_neg")  # shown beside the progress bar where a step reports them
+
+
 def _roll_back(ckpt: Checkpointer, template, metrics, monitor: HealthMonitor, logger: MetricsLogger,
-               reason: str, step: int) -> TrainState:
+               reason: str, step: int) -> Any:
     """Restore the newest readable checkpoint with a new key and a reduced learning rate."""
     if not monitor.may_roll_back():
         logger.log({"step": step, "event": "abort", "reason": reason, "num_rollbacks": monitor.num_rollbacks})
@@ -147,8 +166,8 @@ def _drop_rows_after(path: str, step: int) -> None:
     os.replace(temp_path, path)
 
 
-def _resume(ckpt: Checkpointer, template, state: TrainState, batches, health: HealthConfig,
-            logger: MetricsLogger) -> tuple[TrainState, HealthMonitor]:
+def _resume(ckpt: Checkpointer, template, state: Any, batches, health: HealthConfig,
+            logger: MetricsLogger) -> tuple[Any, HealthMonitor]:
     """The newest checkpoint's state (and data position, when ``batches`` is given) if there is one;
     the log loses the rows of the steps that will run again. Saves a kill cut short are finished or
     removed first (`Checkpointer.recover`)."""
@@ -163,18 +182,19 @@ def _resume(ckpt: Checkpointer, template, state: TrainState, batches, health: He
     return state, HealthMonitor(health, num_rollbacks=(meta["extra"] or {}).get("num_rollbacks", 0))
 
 
-def train_loop(step_fn: Callable, state: TrainState, batches: Iterable, run_dir: str | os.PathLike,
+def train_loop(step_fn: Callable, state: Any, batches: Iterable, run_dir: str | os.PathLike,
                config: LoopConfig, *, health: HealthConfig = HealthConfig(),
-               eval_fn: Callable[[TrainState], dict[str, float]] | None = None,
-               run_config: Any = None) -> TrainState:
-    """Train with ``step_fn(state, x, mask) -> (state, metrics)`` (`make_cd_step`) from ``state``.
+               eval_fn: Callable[[Any], dict[str, float]] | None = None,
+               log_fn: Callable[[int], dict[str, Any]] | None = None, run_config: Any = None) -> Any:
+    """Train with ``step_fn(state, *batch) -> (state, metrics)`` (module doc) from ``state``.
 
     Writes ``run_dir/metrics.jsonl`` (a row every ``log_every`` steps, plus eval, rollback, resume
     rows) and ``run_dir/checkpoints`` (`Checkpointer`; ``run_config`` goes into its JSON entry). If
     checkpoints exist the run resumes from the newest readable one, data position included; otherwise
     step 0 is saved first so that a rollback always has a target. ``eval_fn(state) -> {name: value}``
     runs every ``eval_every`` steps; its values are logged and offered to the best checkpoint.
-    Returns the final state (also checkpointed).
+    ``log_fn(step) -> {name: value}`` adds columns to each log row. Returns the final state (also
+    checkpointed).
     """
     logger = MetricsLogger(os.path.join(run_dir, "metrics.jsonl"))
     template = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
@@ -191,7 +211,7 @@ def train_loop(step_fn: Callable, state: TrainState, batches: Iterable, run_dir:
         step = int(state.step)
         if ckpt.latest_step() is None:
             save(state)
-        start_time, saved_step = time.perf_counter(), step
+        start_time, saved_step, since_log = time.perf_counter(), step, []
         with tqdm(total=config.num_steps, initial=step, disable=not config.progress, unit="it") as bar:
             while step < config.num_steps:
                 batch = _next_batch(iterator, config.iterations_per_call)
@@ -205,14 +225,18 @@ def train_loop(step_fn: Callable, state: TrainState, batches: Iterable, run_dir:
                     step = int(state.step)
                     bar.reset(total=config.num_steps)
                     bar.update(step)
+                    since_log = []
                     continue
                 metrics = _last_iteration(all_metrics, config.iterations_per_call)
+                since_log.append(all_metrics)
                 bar.update(int(state.step) - step)
                 step = int(state.step)
                 if step % config.log_every == 0:
-                    logger.log({"step": step, "time": time.perf_counter() - start_time, **metrics})
-                    bar.set_postfix(loss=f"{metrics['loss']:.3g}", e_pos=f"{metrics['e_pos']:.3g}",
-                                    e_neg=f"{metrics['e_neg']:.3g}")
+                    row = _mean_metrics(since_log) if config.log_mean else metrics
+                    since_log = []
+                    logger.log({"step": step, "time": time.perf_counter() - start_time, **row,
+                                **(log_fn(step) if log_fn is not None else {})})
+                    bar.set_postfix({key: f"{row[key]:.3g}" for key in _PROGRESS_KEYS if key in row})
                 eval_metrics = None
                 if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
                     eval_metrics = dict(eval_fn(state))
@@ -224,3 +248,15 @@ def train_loop(step_fn: Callable, state: TrainState, batches: Iterable, run_dir:
         if saved_step != step:
             save(state)
     return state
+
+
+def begin_phase(run_dir: str | os.PathLike, template, step: int, start_fn: Callable[[Any], Any], batches, *,
+                run_config: Any = None, extra: dict[str, Any] | None = None) -> None:
+    """Turn the checkpoint at ``step`` (the end of the previous phase) into the start of the next one: its
+    state through ``start_fn`` (e.g. a fresh optimiser), saved again at ``step`` with the next phase's data
+    position ``batches.position`` and a fresh rollback budget. Idempotent when ``start_fn`` is, so a crash
+    in between is harmless; the next `train_loop` call resumes from it."""
+    with Checkpointer(os.path.join(run_dir, "checkpoints")) as ckpt:
+        state, _ = ckpt.restore(template, step=step)
+        ckpt.save(start_fn(state), data_position=batches.position, config=run_config,
+                  extra={"num_rollbacks": 0, **(extra or {})})

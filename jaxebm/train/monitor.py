@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxebm.train.checkpoint import to_jsonable
+from jaxebm.jsonable import to_jsonable
 
 __all__ = ["HealthConfig", "HealthMonitor", "MetricsLogger", "read_metrics"]
 
@@ -69,10 +69,13 @@ class HealthMonitor:
         self.num_rollbacks = num_rollbacks
 
     def diagnose(self, metrics: dict[str, Any]) -> str | None:
-        """Why the step(s) behind ``metrics`` (host values of a CD step; scalars or stacked) look
-        diverged, or None when healthy. Reads ``is_finite``, ``e_pos``, ``e_neg`` and ``gap``."""
+        """Why the step(s) behind ``metrics`` (host values of a step; scalars or stacked) look
+        diverged, or None when healthy. Reads ``is_finite``, and ``e_pos``, ``e_neg`` and ``gap`` when the
+        step reports energies (a step without them, e.g. a flow's, is checked for finiteness only)."""
         if not np.all(metrics["is_finite"]):
             return "non-finite loss or parameter gradient"
+        if "e_pos" not in metrics:
+            return None
         energy = np.max(np.abs([metrics["e_pos"], metrics["e_neg"]]))
         if not energy <= self.config.max_abs_energy:
             return f"|energy| {energy:.3g} above {self.config.max_abs_energy:g}"

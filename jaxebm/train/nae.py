@@ -66,6 +66,7 @@ from jaxebm.sampling import buffer, langevin, mala, sphere
 from jaxebm.sampling.buffer import BufferState
 from jaxebm.sampling.langevin import LangevinConfig
 from jaxebm.sampling.schedules import InverseTime
+from jaxebm.train.guard import keep_if_finite, scaled_update
 
 __all__ = ["PUBLIC_CODE", "NAEConfig", "NAEState", "NegativeSamples", "create_state", "start_nae_phase",
            "make_ae_step", "make_nae_step", "energy_fn", "latent_energy_fn", "sample_negatives", "latent_chain_paths"]
@@ -346,13 +347,10 @@ def _ae_loss(params, model: nn.Module, spectral, x):
 def _apply_update(state: NAEState, optimizer, loss, grads, new_spectral, new_buffer=None):
     """Optax update scaled by ``lr_scale``; a non-finite loss or gradient keeps params, optimiser,
     spectral stats and buffer. Returns the new state (step and key advance elsewhere) and metrics."""
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, jax.tree.map(lambda u: u * state.lr_scale, updates))
-    grad_norm = optax.tree.norm(grads)
-    is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    params, opt_state = scaled_update(optimizer, grads, state.opt_state, state.params, state.lr_scale)
     new = (params, opt_state, new_spectral, state.buffer if new_buffer is None else new_buffer)
     old = (state.params, state.opt_state, state.spectral, state.buffer)
-    params, opt_state, spectral, buffer_state = jax.tree.map(lambda n, o: jnp.where(is_finite, n, o), new, old)
+    (params, opt_state, spectral, buffer_state), is_finite, grad_norm = keep_if_finite(loss, grads, new, old)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, spectral=spectral,
                               buffer=buffer_state)
     return new_state, {"loss": loss, "grad_norm": grad_norm, "lr_scale": state.lr_scale, "is_finite": is_finite}

@@ -1,7 +1,7 @@
 """Training and generation of the ConVAE + normalizing-flow jet generator (seed 004), and its baselines.
 
 The paper's three rows (Table 8), each from scaled ``(n, 3, P)`` momentum matrices
-(`jaxebm.models.convae.MinMaxScaler`):
+(`jaxebm.models.jet_convae.MinMaxScaler`):
 
 - **ConVAE**: `make_vae_step`; generation decodes ``z ~ N(0, 1)`` (`make_convae_sampler`, ``flow=None``).
 - **ConVAE + NF** (two steps, `train_convae_flow`): train the reconstruction-tuned ConVAE; encode the
@@ -11,14 +11,19 @@ The paper's three rows (Table 8), each from scaled ``(n, 3, P)`` momentum matric
   px, then all py, then all pz, the paper's 1 x 90 vector); generation = flow sample -> unflatten ->
   inverse scaling (`make_particle_flow_sampler`).
 
-Every sampler returns momenta ``(n, 3, P)`` in GeV; `jaxebm.models.convae.momenta_to_constituents`
+Every sampler returns momenta ``(n, 3, P)`` in GeV; `jaxebm.models.jet_convae.momenta_to_constituents`
 turns them into jets of the file schema. Steps are jitted with the state donated; the state is a
-pytree (`ModelState`) and a run is reproducible from its seed. Optimiser: Adam (the paper's).
+pytree (`ModelState`, the driver's state protocol) and a run is reproducible from its seed. Optimiser: Adam
+(the paper's). Every network trains through the one driver (`jaxebm.train.loop.train_loop`, via
+`fit_network`): shuffled epochs, a checkpoint and a log row (epoch means) per epoch, the non-finite guard
+and rollback, exact resume; the two steps of ConVAE + NF are two phases, one run directory each.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import flax.struct
@@ -27,13 +32,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxebm.data.preprocess import JetInputError
-from jaxebm.models.convae import ConVAE, ConVAELoss, MinMaxScaler, convae_loss
+from jaxebm.errors import JetInputError
+from jaxebm.models.jet_convae import ConVAE, ConVAELoss, MinMaxScaler, convae_loss
 from jaxebm.models.flows import RealNVP
+from jaxebm.train.batches import ArrayBatches
+from jaxebm.train.guard import keep_if_finite, scaled_update
+from jaxebm.train.loop import LoopConfig, train_loop
+from jaxebm.train.monitor import read_metrics
 
 __all__ = [
-    "ModelState", "StageConfig", "encode_means", "encode_posterior", "fit", "flatten_momenta", "init_flow_state",
-    "init_vae_state", "make_convae_sampler", "make_flow_step", "make_particle_flow_sampler",
+    "ModelState", "StageConfig", "encode_means", "encode_posterior", "fit_network", "flatten_momenta", "history",
+    "init_flow_state", "init_vae_state", "make_convae_sampler", "make_flow_step", "make_particle_flow_sampler",
     "make_vae_step", "posterior_samples", "train_convae_flow", "train_particle_flow", "unflatten_momenta",
 ]
 
@@ -42,14 +51,16 @@ __all__ = [
 class ModelState:
     """Training state of one network (a pytree).
 
-    step: int32 scalar, updates made. params: Flax parameters. opt_state: Adam state.
-    key: typed PRNG key, split once per step (the VAE's reparameterisation noise).
+    step: int32 scalar, step calls made (skipped non-finite steps count too). params: Flax parameters.
+    opt_state: Adam state. key: typed PRNG key, split once per step (the VAE's reparameterisation noise).
+    lr_scale: float32 scalar multiplying every update (the driver lowers it on a rollback).
     """
 
     step: jax.Array
     params: Any
     opt_state: optax.OptState
     key: jax.Array
+    lr_scale: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +74,7 @@ class StageConfig:
 
 def _new_state(key: jax.Array, params: Any, learning_rate: float) -> ModelState:
     return ModelState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=optax.adam(learning_rate).init(params), key=key)
+                      opt_state=optax.adam(learning_rate).init(params), key=key, lr_scale=jnp.ones((), jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -91,16 +102,21 @@ def init_flow_state(key: jax.Array, flow: RealNVP, learning_rate: float) -> Mode
     return _new_state(key_state, _init_params(flow, key_params, example), learning_rate)
 
 
-def _update(state: ModelState, grads: Any, learning_rate: float, key: jax.Array) -> ModelState:
-    updates, opt_state = optax.adam(learning_rate).update(grads, state.opt_state, state.params)
-    return ModelState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                      opt_state=opt_state, key=key)
+def _update(state: ModelState, loss: jax.Array, grads: Any, learning_rate: float,
+            key: jax.Array) -> tuple[ModelState, dict[str, jax.Array]]:
+    """Adam update scaled by ``lr_scale``; a non-finite loss or gradient keeps parameters and optimiser (the
+    step count and key advance). Returns the state and the driver's metrics ``is_finite``, ``lr_scale``."""
+    params, opt_state = scaled_update(optax.adam(learning_rate), grads, state.opt_state, state.params, state.lr_scale)
+    (params, opt_state), is_finite, _ = keep_if_finite(loss, grads, (params, opt_state), (state.params, state.opt_state))
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, key=key)
+    return new_state, {"is_finite": is_finite, "lr_scale": state.lr_scale}
 
 
 def make_vae_step(model: ConVAE, loss: ConVAELoss, scaler: MinMaxScaler, learning_rate: float) -> Callable:
     """Jitted ``step(state, x) -> (state, metrics)`` for scaled batches ``x (B, 3, P)``.
 
-    metrics: ``loss`` and the parts of `jaxebm.models.convae.convae_loss` (batch means).
+    metrics: ``loss`` and the parts of `jaxebm.models.jet_convae.convae_loss` (batch means), ``is_finite``,
+    ``lr_scale``.
     """
 
     def loss_fn(params, x, key):
@@ -110,48 +126,50 @@ def make_vae_step(model: ConVAE, loss: ConVAELoss, scaler: MinMaxScaler, learnin
     def step(state: ModelState, x: jax.Array):
         key, key_noise = jax.random.split(state.key)
         (value, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, key_noise)
-        return _update(state, grads, learning_rate, key), {"loss": value, **parts}
+        new_state, guard = _update(state, value, grads, learning_rate, key)
+        return new_state, {"loss": value, **parts, **guard}
 
     return jax.jit(step, donate_argnums=0)
 
 
 def make_flow_step(flow: RealNVP, learning_rate: float) -> Callable:
-    """Jitted ``step(state, x) -> (state, {"nll": ...})`` maximising ``log p(x)`` of ``x (B, D)``."""
+    """Jitted ``step(state, x) -> (state, {"nll", "is_finite", "lr_scale"})`` maximising ``log p(x)`` of
+    ``x (B, D)``."""
 
     def loss_fn(params, x):
         return -jnp.mean(flow.apply(params, x, method=RealNVP.log_prob))
 
     def step(state: ModelState, x: jax.Array):
         value, grads = jax.value_and_grad(loss_fn)(state.params, x)
-        return _update(state, grads, learning_rate, state.key), {"nll": value}
+        new_state, guard = _update(state, value, grads, learning_rate, state.key)
+        return new_state, {"nll": value, **guard}
 
     return jax.jit(step, donate_argnums=0)
 
 
-def fit(step_fn: Callable, state: ModelState, data: np.ndarray, *, batch_size: int, num_epochs: int,
-        seed: int) -> tuple[ModelState, list[dict[str, float]]]:
-    """Epochs of shuffled mini-batches (the last incomplete batch dropped, so shapes never change).
+def fit_network(step_fn: Callable, state: ModelState, data, run_dir: str | os.PathLike, stage: StageConfig, *,
+                order_seed: Callable[[int], Any], log_fn: Callable[[int], dict] | None = None,
+                progress: bool = False) -> ModelState:
+    """``stage.num_epochs`` epochs of ``step_fn`` through the driver, resumed from ``run_dir``.
 
     Args:
-      step_fn: a step of `make_vae_step` / `make_flow_step`. data: ``(n, ...)`` training examples.
-      seed: shuffling seed (numpy).
-
-    Returns:
-      The final state and, per epoch, the mean of every metric over its steps.
+      step_fn: a step of `make_vae_step` / `make_flow_step`.
+      data: ``(x,)`` with ``x (n, ...)`` the training examples, or ``epoch -> (x,)`` (`ArrayBatches`).
+      order_seed: ``epoch -> numpy seed`` of the epoch's shuffle; the last incomplete batch is dropped.
+      log_fn: extra columns of each epoch's row (``step -> dict``).
+    Writes ``run_dir/metrics.jsonl`` (per epoch: the mean of every metric over its steps) and
+    ``run_dir/checkpoints`` (one per epoch, the newest kept). Returns the final state.
     """
-    data = np.asarray(data, np.float32)
-    if len(data) < batch_size:
-        raise JetInputError(f"data holds {len(data)} examples, fewer than batch_size = {batch_size}")
-    rng = np.random.default_rng(seed)
-    history = []
-    for _ in range(num_epochs):
-        order = rng.permutation(len(data))
-        epoch = []
-        for start in range(0, len(data) - batch_size + 1, batch_size):
-            state, metrics = step_fn(state, jnp.asarray(data[order[start:start + batch_size]]))
-            epoch.append(metrics)
-        history.append({name: float(np.mean([m[name] for m in epoch])) for name in epoch[0]})
-    return state, history
+    batches = ArrayBatches(data, stage.batch_size, order_seed=order_seed)
+    steps = batches.steps_per_epoch
+    loop = LoopConfig(num_steps=stage.num_epochs * steps, log_every=steps, checkpoint_every=steps, max_to_keep=1,
+                      log_mean=True, progress=progress)
+    return train_loop(step_fn, state, batches, run_dir, loop, log_fn=log_fn)
+
+
+def history(run_dir: str | os.PathLike) -> list[dict[str, float]]:
+    """The per-epoch rows (metric means) `fit_network` logged in ``run_dir``."""
+    return [row for row in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "event" not in row]
 
 
 def encode_posterior(model: ConVAE, params: Any, x: np.ndarray, *,
@@ -185,9 +203,10 @@ def unflatten_momenta(x: Any) -> Any:
     return x.reshape(x.shape[0], 3, -1)
 
 
-def train_convae_flow(seed: int, scaled: np.ndarray, scaler: MinMaxScaler, vae: ConVAE, loss: ConVAELoss,
-                      vae_stage: StageConfig, flow: RealNVP, flow_stage: StageConfig):
-    """The paper's two-step training: the ConVAE, then a flow on its training jets' latent means.
+def train_convae_flow(run_dir: str | os.PathLike, seed: int, scaled: np.ndarray, scaler: MinMaxScaler, vae: ConVAE,
+                      loss: ConVAELoss, vae_stage: StageConfig, flow: RealNVP, flow_stage: StageConfig):
+    """The paper's two-step training as two phases of the driver: the ConVAE (``run_dir/convae``), then a flow
+    on its training jets' latent means (``run_dir/flow``).
 
     Args:
       seed: reproduces the run (initialisation, noise, shuffling).
@@ -200,30 +219,37 @@ def train_convae_flow(seed: int, scaled: np.ndarray, scaler: MinMaxScaler, vae: 
     if flow.config.num_features != vae.config.latent_dim:
         raise JetInputError(f"flow has {flow.config.num_features} features, the latent space "
                             f"{vae.config.latent_dim} dimensions")
+    run_dir = Path(run_dir)
     key_vae, key_flow = jax.random.split(jax.random.key(seed))
-    vae_state = init_vae_state(key_vae, vae, vae_stage.learning_rate)
-    vae_step = make_vae_step(vae, loss, scaler, vae_stage.learning_rate)
-    vae_state, vae_history = fit(vae_step, vae_state, scaled, batch_size=vae_stage.batch_size,
-                                 num_epochs=vae_stage.num_epochs, seed=seed)
+    vae_state = fit_network(make_vae_step(vae, loss, scaler, vae_stage.learning_rate),
+                            init_vae_state(key_vae, vae, vae_stage.learning_rate), (_examples(scaled, vae_stage),),
+                            run_dir / "convae", vae_stage, order_seed=lambda epoch: (seed, epoch))
     means = encode_means(vae, vae_state.params, scaled)
-    flow_state = init_flow_state(key_flow, flow, flow_stage.learning_rate)
-    flow_step = make_flow_step(flow, flow_stage.learning_rate)
-    flow_state, flow_history = fit(flow_step, flow_state, means, batch_size=flow_stage.batch_size,
-                                   num_epochs=flow_stage.num_epochs, seed=seed + 1)
-    return vae_state.params, flow_state.params, {"vae": vae_history, "flow": flow_history}
+    flow_state = fit_network(make_flow_step(flow, flow_stage.learning_rate),
+                             init_flow_state(key_flow, flow, flow_stage.learning_rate), (_examples(means, flow_stage),),
+                             run_dir / "flow", flow_stage, order_seed=lambda epoch: (seed + 1, epoch))
+    return vae_state.params, flow_state.params, {"vae": history(run_dir / "convae"), "flow": history(run_dir / "flow")}
 
 
-def train_particle_flow(seed: int, scaled: np.ndarray, flow: RealNVP, stage: StageConfig):
-    """The NF-only baseline: a flow on flattened scaled matrices ``(n, 3, P)``.
+def train_particle_flow(run_dir: str | os.PathLike, seed: int, scaled: np.ndarray, flow: RealNVP, stage: StageConfig):
+    """The NF-only baseline: a flow on flattened scaled matrices ``(n, 3, P)``, trained in ``run_dir``.
 
     Returns ``(flow_params, history)`` (per-epoch metrics).
     """
     if flow.config.num_features != scaled[0].size:
         raise JetInputError(f"flow has {flow.config.num_features} features, a flattened jet {scaled[0].size}")
-    state = init_flow_state(jax.random.key(seed), flow, stage.learning_rate)
-    state, history = fit(make_flow_step(flow, stage.learning_rate), state, flatten_momenta(scaled),
-                         batch_size=stage.batch_size, num_epochs=stage.num_epochs, seed=seed)
-    return state.params, history
+    state = fit_network(make_flow_step(flow, stage.learning_rate),
+                        init_flow_state(jax.random.key(seed), flow, stage.learning_rate),
+                        (_examples(flatten_momenta(scaled), stage),), run_dir, stage,
+                        order_seed=lambda epoch: (seed, epoch))
+    return state.params, history(run_dir)
+
+
+def _examples(data: np.ndarray, stage: StageConfig) -> np.ndarray:
+    """``data`` as float32 training examples, `JetInputError` when a batch is larger than all of them."""
+    if len(data) < stage.batch_size:
+        raise JetInputError(f"data holds {len(data)} examples, fewer than batch_size = {stage.batch_size}")
+    return np.asarray(data, np.float32)
 
 
 def make_convae_sampler(vae: ConVAE, scaler: MinMaxScaler, flow: RealNVP | None = None) -> Callable:

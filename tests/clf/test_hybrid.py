@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxebm.inference import model_scores
+from jaxebm.inference import anomaly_scores, model_outputs_fn
 from jaxebm.metrics import auc
 from jaxebm.models import TransformerConfig, TransformerEnergy
 from jaxebm.models.common import class_energy_fn
@@ -146,8 +146,8 @@ def test_toy_hybrid_classifies_and_its_energy_flags_out_of_distribution_jets(toy
     logits = np.asarray(model.apply(state.ema_params, x, mask, method="logits"))
     assert np.mean(np.argmax(logits, axis=1) == labels) > 0.95
     ood = (0.15 * rng.standard_normal((600, NUM_SLOTS, 2))).astype(np.float32)  # between the classes
-    scores_in = model_scores(model, state.ema_params, x, mask)
-    scores_ood = model_scores(model, state.ema_params, ood, mask)
+    scores_in = anomaly_scores(model_outputs_fn(model), state.ema_params, x, mask)
+    scores_ood = anomaly_scores(model_outputs_fn(model), state.ema_params, ood, mask)
     assert auc(np.r_[np.zeros(600), np.ones(600)], np.r_[scores_in["energy"], scores_ood["energy"]]) > 0.9
     assert metrics["e_neg"] > metrics["e_pos"] and metrics["accuracy"] > 0.9
 

@@ -1,4 +1,4 @@
-"""The one anomaly-score API (`jaxebm.inference.energy_scores`): every score against a direct computation or
+"""The one anomaly-score API (`jaxebm.inference.anomaly_scores`): every score against a direct computation or
 finite differences, every score's orientation (larger = more anomalous), and a non-constituent model
 (an image reconstruction error, as the normalized autoencoder's) plugged into the same API."""
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxebm.inference import SCORE_NAMES, energy_scores, model_scores
+from jaxebm.inference import SCORE_NAMES, anomaly_scores, model_outputs_fn
 from jaxebm.models import TransformerConfig, TransformerEnergy
 
 CENTRES = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # class y: constituents near CENTRES[y]
@@ -26,7 +26,7 @@ def test_scores_of_a_hybrid_transformer_match_a_direct_computation_and_finite_di
     mask = np.arange(4)[None] < rng.integers(1, 5, 7)[:, None]
     params = model.init(jax.random.key(0), x, mask)
     scale = np.array([1.0, 0.5, 2.0], np.float32)
-    scores = model_scores(model, params, x, mask, coordinate_scale=scale, background_class=1, batch_size=4)
+    scores = anomaly_scores(model_outputs_fn(model), params, x, mask, coordinate_scale=scale, background_class=1, batch_size=4)
     assert set(scores) == set(SCORE_NAMES)
     g = np.asarray(model.apply(params, x, mask, method="logits"), np.float64)
     log_norm = np.log(np.sum(np.exp(g), axis=1))
@@ -45,7 +45,7 @@ def test_scores_of_a_hybrid_transformer_match_a_direct_computation_and_finite_di
     expected = np.sqrt(np.sum(np.square(grad) * mask[..., None], axis=(1, 2)))
     np.testing.assert_allclose(scores["score_norm"], expected, rtol=2e-2)
     garbage = np.where(mask[..., None], x, 50.0).astype(np.float32)  # padded slots change nothing
-    again = model_scores(model, params, garbage, mask, coordinate_scale=scale, background_class=1, batch_size=4)
+    again = anomaly_scores(model_outputs_fn(model), params, garbage, mask, coordinate_scale=scale, background_class=1, batch_size=4)
     for name in SCORE_NAMES:
         np.testing.assert_allclose(again[name], scores[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -59,7 +59,7 @@ def test_every_score_is_larger_for_the_more_anomalous_jet():
     shifted = (background + np.float32(0.05)).astype(np.float32)  # off-centre: a non-zero gradient
     x = np.concatenate([shifted, other, far])
     mask = np.ones((3, 2), bool)
-    scores = energy_scores(quadratic_logits, jnp.float32(2.0), x, mask, background_class=0)
+    scores = anomaly_scores(quadratic_logits, jnp.float32(2.0), x, mask, background_class=0)
     for name in ("energy", "score_norm", "min_class_energy"):
         assert scores[name][2] > scores[name][0], name
     for name in ("class_nll", "class_energy"):
@@ -77,7 +77,7 @@ def test_an_image_reconstruction_energy_plugs_into_the_same_api():
     images = rng.uniform(size=(9, 4, 4)).astype(np.float32)
     reconstruction = rng.uniform(size=(4, 4)).astype(np.float32)
     mse = lambda r, x, mask: jnp.mean(jnp.square(x - r), axis=(1, 2))  # noqa: E731
-    scores = energy_scores(mse, reconstruction, images, batch_size=4)
+    scores = anomaly_scores(mse, reconstruction, images, batch_size=4)
     assert set(scores) == {"energy", "score_norm"}
     diff = images.astype(np.float64) - reconstruction
     np.testing.assert_allclose(scores["energy"], np.mean(diff ** 2, axis=(1, 2)), rtol=1e-5)
@@ -86,10 +86,10 @@ def test_an_image_reconstruction_energy_plugs_into_the_same_api():
     x = rng.normal(size=(5, 4, 3)).astype(np.float32)
     mask = np.arange(4)[None] < np.array([1, 2, 3, 4, 2])[:, None]
     every_slot = lambda w, x, mask: 0.5 * w * jnp.sum(jnp.square(x), axis=(1, 2))  # noqa: E731
-    norms = energy_scores(every_slot, jnp.float32(3.0), x, mask)["score_norm"]
+    norms = anomaly_scores(every_slot, jnp.float32(3.0), x, mask)["score_norm"]
     np.testing.assert_allclose(norms, np.sqrt(np.sum(np.square(3.0 * x) * mask[..., None], axis=(1, 2))), rtol=1e-5)
     with pytest.raises(ValueError, match="background_class"):
-        energy_scores(quadratic_logits, jnp.float32(1.0), np.zeros((2, 2, 3), np.float32), np.ones((2, 2), bool),
+        anomaly_scores(quadratic_logits, jnp.float32(1.0), np.zeros((2, 2, 3), np.float32), np.ones((2, 2), bool),
                       background_class=3)
     with pytest.raises(ValueError, match="coordinate_scale"):
-        energy_scores(mse, reconstruction, images, coordinate_scale=[1.0, -1.0, 1.0, 1.0])
+        anomaly_scores(mse, reconstruction, images, coordinate_scale=[1.0, -1.0, 1.0, 1.0])

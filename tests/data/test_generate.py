@@ -14,17 +14,17 @@ import pytest
 
 from jaxebm.data import generate
 from jaxebm.data.generate import (
-    PROCESSES,
     GenerationConfig,
     generate_jets,
     generate_shard,
-    make_jet_finder,
     make_pythia,
     pythia_settings,
     worker_quotas,
     worker_seed,
 )
 from jaxebm.data.io import SCHEMA_VERSION, jet_summary, read_jets
+from jaxebm.data.jet_selection import make_jet_finder
+from jaxebm.data.processes import PROCESSES
 
 SAMPLES = ["small_qcd_sample", "small_top_sample", "small_w_sample"]
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from jaxebm.data.images import jet_images
-from jaxebm.data.preprocess import JetInputError, center_rotate_flip_nae
+from jaxebm.data.preprocess import center_rotate_flip_nae
+from jaxebm.errors import JetInputError
 
 D_ETA, D_PHI = 0.029, 0.035
 

@@ -6,16 +6,17 @@ import pytest
 
 from jaxebm.data.io import massless_four_vectors
 from jaxebm.data.observables import jet_kinematics
-from jaxebm.data.preprocess import JetInputError
+from jaxebm.errors import JetInputError
 from jaxebm.metrics.divergences import wasserstein_1d
-from jaxebm.models.convae import (
+from jaxebm.models.jet_convae import (
     RECONSTRUCTION, ConVAE, ConVAEConfig, ConVAELoss, MinMaxScaler, chamfer_distance, convae_loss, jet_pt_mass,
     jets_to_momenta, momenta_to_constituents,
 )
 from jaxebm.models.flows import RealNVP, RealNVPConfig
+from jaxebm.train.monitor import read_metrics
 from jaxebm.train.vae import (
-    StageConfig, flatten_momenta, init_flow_state, init_vae_state, make_convae_sampler, make_particle_flow_sampler,
-    train_convae_flow, train_particle_flow,
+    StageConfig, fit_network, flatten_momenta, init_flow_state, init_vae_state, make_convae_sampler, make_flow_step,
+    make_particle_flow_sampler, train_convae_flow, train_particle_flow,
 )
 
 
@@ -229,13 +230,13 @@ def toy():
     return scaler.apply(train), held_out, scaler, StageConfig(learning_rate=3e-3, batch_size=50, num_epochs=40)
 
 
-def test_convae_plus_flow_learns_a_toy_jet_distribution(toy):
+def test_convae_plus_flow_learns_a_toy_jet_distribution(toy, tmp_path):
     scaled, held_out, scaler, stage = toy
     vae = ConVAE(ConVAEConfig(num_particles=4, latent_dim=2, num_filters=8, kernel_size=2, num_linear=64,
                               num_conv_layers=2))
     flow = RealNVP(RealNVPConfig(2, 6, (32, 32)))
-    vae_params, flow_params, history = train_convae_flow(0, scaled, scaler, vae, RECONSTRUCTION.loss, stage,
-                                                         flow, stage)
+    vae_params, flow_params, history = train_convae_flow(tmp_path, 0, scaled, scaler, vae, RECONSTRUCTION.loss,
+                                                         stage, flow, stage)
     assert history["vae"][-1]["loss"] < 0.2 * history["vae"][0]["loss"]
     assert history["flow"][-1]["nll"] < history["flow"][0]["nll"] - 0.5
     sampler = make_convae_sampler(vae, scaler, flow)
@@ -250,10 +251,10 @@ def test_convae_plus_flow_learns_a_toy_jet_distribution(toy):
           f"untrained {before:.1f}")
 
 
-def test_flow_only_on_flattened_particles_learns_the_toy(toy):
+def test_flow_only_on_flattened_particles_learns_the_toy(toy, tmp_path):
     scaled, held_out, scaler, stage = toy
     flow = RealNVP(RealNVPConfig(12, 6, (32, 32)))
-    params, history = train_particle_flow(0, scaled, flow, stage)
+    params, history = train_particle_flow(tmp_path, 0, scaled, flow, stage)
     np.testing.assert_array_equal(flatten_momenta(scaled)[:, :4], scaled[:, 0])  # all px first, as the paper
     sampler = make_particle_flow_sampler(flow, scaler)
     untrained = init_flow_state(jax.random.key(0), flow, 1e-3).params
@@ -262,3 +263,24 @@ def test_flow_only_on_flattened_particles_learns_the_toy(toy):
     assert history[-1]["nll"] < history[0]["nll"] - 5.0
     assert after < 0.3 * before, (after, before)
     print(f"toy W1 sum (GeV): NF only {after:.1f}, untrained {before:.1f}")
+
+
+def test_flow_training_goes_through_the_driver_guard_and_rollback(tmp_path):
+    """A NaN example: its batch's step keeps the parameters (is_finite False) and the driver rolls back to the
+    last checkpoint with half the learning rate, skipping that batch; training ends with finite parameters."""
+    data = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+    data[17] = np.nan
+    flow = RealNVP(RealNVPConfig(2, 2, (8,)))
+    step = make_flow_step(flow, 1e-3)
+    state = init_flow_state(jax.random.key(0), flow, 1e-3)
+    before = jax.tree.map(np.asarray, state.params)
+    _, metrics = step(jax.tree.map(jnp.copy, state), jnp.asarray(data[10:20]))
+    assert not bool(metrics["is_finite"]) and float(metrics["lr_scale"]) == 1.0
+    stage = StageConfig(learning_rate=1e-3, batch_size=10, num_epochs=1)
+    state = fit_network(step, state, (data,), tmp_path, stage, order_seed=lambda epoch: (0, epoch))
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    rollbacks = [row for row in rows if row.get("event") == "rollback"]
+    assert rollbacks and {row["reason"] for row in rollbacks} == {"non-finite loss or parameter gradient"}
+    assert rollbacks[0]["lr_scale"] == 0.5 and int(state.step) == 10 and rows[-1]["step"] == 10
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state.params))
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)))

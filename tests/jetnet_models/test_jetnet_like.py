@@ -8,8 +8,8 @@ from jaxebm.data.io import JetSample, jet_summary, massless_four_vectors, read_j
 from jaxebm.data.jetnet_like import (
     JETNET_TYPES, check_jetnet_arrays, generation_config, to_jetnet_arrays, write_jetnet,
 )
-from jaxebm.data.preprocess import JetInputError
-from jaxebm.experiments import jetnet_bench
+from jaxebm.errors import JetInputError
+from jaxebm.experiments import jetnet_bench, jetnet_bench_data
 
 
 def massive_jets(seed, num_jets=5, num_slots=40):
@@ -91,13 +91,13 @@ def test_bad_jetnet_arrays_get_clear_errors(tmp_path):
 
 
 def test_benchmark_split_is_fixed_and_disjoint_and_bad_configs_are_refused():
-    data = jetnet_bench.DataConfig(num_jets=1000)
-    train, val, test = jetnet_bench.split_rows(data)
+    data = jetnet_bench_data.DataConfig(num_jets=1000)
+    train, val, test = jetnet_bench_data.split_rows(data)
     assert (len(train), len(val), len(test)) == (700, 150, 150)
     assert len(np.unique(np.concatenate([train, val, test]))) == 1000
-    np.testing.assert_array_equal(jetnet_bench.split_rows(data)[2], test)
+    np.testing.assert_array_equal(jetnet_bench_data.split_rows(data)[2], test)
     config = jetnet_bench.ExperimentConfig(data=data)
     with pytest.raises(ConfigError, match="padding_mode must be 'mask'"):
         jetnet_bench.validate(config.__class__(data=data, cd=jetnet_bench.CDConfig(padding_mode="zeros")))
     with pytest.raises(ConfigError, match="cd.batch_size"):
-        jetnet_bench.validate(config.__class__(data=jetnet_bench.DataConfig(num_jets=100)))
+        jetnet_bench.validate(config.__class__(data=jetnet_bench_data.DataConfig(num_jets=100)))

@@ -9,7 +9,7 @@ from jaxebm.config import ConfigError, load_config
 from jaxebm.experiments.jetnet_bench import (
     CONFIG_DIR, ConVAESection, ExperimentConfig, LatentFlowSection, _convae_models, latent_flow_data,
 )
-from jaxebm.models.convae import ConVAEConfig
+from jaxebm.models.jet_convae import ConVAEConfig
 from jaxebm.runs import SeedJob
 from jaxebm.train.vae import StageConfig
 

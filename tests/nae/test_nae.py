@@ -10,7 +10,7 @@ import pytest
 
 from jaxebm.metrics.tagging import auc
 from jaxebm.sampling import schedules
-from jaxebm.models.conv_ae import ConvAE, ConvAEConfig, ImageInputError, check_images
+from jaxebm.models.nae_autoencoder import ConvAE, ConvAEConfig, ImageInputError, check_images
 from jaxebm.train import nae
 
 SIZE = 12  # toy image side (the paper's 40 is the default)
@@ -288,7 +288,8 @@ def test_collapse_guard_fires_on_a_collapsed_ae_and_not_on_a_trained_one(toy_run
     """An AE with PyTorch's random biases on images at the jets' raw scale (pixels ~1e-3) encodes every image
     near one point, the direction of its bias path (R ~ 1): the guard stops it, naming the remedy. The
     trained toy AE spreads its data over the sphere and passes."""
-    from jaxebm.experiments.nae import LatentCollapseError, check_latent_spread, latent_resultant_length
+    from jaxebm.experiments.nae import LatentCollapseError, check_latent_spread
+    from jaxebm.experiments.nae_eval import latent_resultant_length
 
     images = toy_images(30, 64)
     collapsed = ConvAE(dataclasses.replace(TOY_MODEL, init="torch"))
@@ -323,7 +324,7 @@ def test_bad_images_and_configs_raise():
 def test_training_resumes_exactly_after_a_crash(toy_run, tmp_path):
     """A run killed mid-way and started again from its checkpoints (parameters, optimiser, spectral-norm
     vectors, latent buffer, key, data position) ends bit-identical to an uninterrupted run."""
-    from jaxebm.experiments.nae import ImageBatches
+    from jaxebm.train.batches import ArrayBatches
     from jaxebm.train.loop import LoopConfig, train_loop
 
     images = toy_images(20, 160)
@@ -342,7 +343,7 @@ def test_training_resumes_exactly_after_a_crash(toy_run, tmp_path):
         return step(state, x)
 
     def fresh():
-        return jax.tree.map(jnp.copy, toy_run["ae_state"]), ImageBatches(images, TOY.batch_size, seed=3)
+        return jax.tree.map(jnp.copy, toy_run["ae_state"]), ArrayBatches((images,), TOY.batch_size, seed=3)
 
     state, batches = fresh()
     for _ in range(4):  # the uninterrupted run, without checkpoints
@@ -356,24 +357,10 @@ def test_training_resumes_exactly_after_a_crash(toy_run, tmp_path):
     np.testing.assert_array_equal(jax.random.key_data(resumed.key), jax.random.key_data(state.key))
 
 
-def test_image_batches_resume_where_they_stopped():
-    from jaxebm.experiments.nae import ImageBatches
-
-    images = np.arange(10 * 2 * 2, dtype=np.float32).reshape(10, 2, 2)
-    first = ImageBatches(images, 4, seed=1)
-    drawn = [next(first)[0] for _ in range(5)]  # 2 batches per epoch: crosses two epoch ends
-    second = ImageBatches(images, 4, seed=1)
-    [next(second) for _ in range(3)]
-    third = ImageBatches(images, 4, seed=1)
-    third.restore(second.position)
-    np.testing.assert_array_equal(next(third)[0], drawn[3])
-    assert len({float(b[:, 0, 0].sum()) for b in drawn[:2]}) == 2  # no batch repeats within an epoch
-
-
 def test_hidden_valley_card_and_experiment_config_checks():
-    from jaxebm.data.generate import PROCESSES
+    from jaxebm.data.processes import PROCESSES
     from jaxebm.data.hidden_valley import DARK_QUARK, hidden_valley_settings
-    from jaxebm.experiments import nae as nae_experiment
+    from jaxebm.experiments import nae as nae_experiment, nae_data
 
     settings = hidden_valley_settings(r_inv=0.3, z_prime_mass=1000.0)
     for meson in (4900111, 4900113):
@@ -384,6 +371,6 @@ def test_hidden_valley_card_and_experiment_config_checks():
     with pytest.raises(ValueError, match="r_inv"):
         hidden_valley_settings(r_inv=1.5)
     with pytest.raises(ValueError, match="direction"):
-        nae_experiment.DataConfig(direction="tag_gluon")
+        nae_data.DataConfig(direction="tag_gluon")
     with pytest.raises(ValueError, match="ae_steps"):
         nae_experiment.RunConfig(num_steps=10, ae_steps=10)

@@ -7,6 +7,7 @@ import pytest
 
 from jaxebm import experiments
 from jaxebm.experiments import nae as nae_experiment
+from jaxebm.experiments import nae_data
 from jaxebm.runs import RunOptions, SeedJob, run_experiment
 
 PLOTS = ("energy_ae.png", "energy_nae.png", "images.png", "latent_landscape.png", "roc.png", "training.png")
@@ -35,16 +36,16 @@ def test_smoke_run_and_its_selected_checkpoint_reproduce_the_stored_scores(tmp_p
     np.testing.assert_allclose(results["mean_energy"]["nae"]["signal"], scores["nae_signal"].mean(), rtol=1e-6)
 
     # The intensity scale: 1 / (largest training pixel), recorded, applied when a reloaded model scores raw images.
-    paths = {role: data_file.path for role, data_file in nae_experiment.data_files(config).items()}
-    train = nae_experiment.load_images(paths["background"], config.data, "train")
+    paths = {role: data_file.path for role, data_file in nae_data.data_files(config).items()}
+    train = nae_data.load_images(paths["background"], config.data, "train")
     intensity = json.loads((seed_dir / "intensity.json").read_text())
     assert intensity["scale"] == results["intensity_scale"] == np.float32(1.0) / train.max() > 2.0
     trained = nae_experiment.load_seed(config, SeedJob(0, seed_dir, paths, progress=False))
     assert trained.best_step == results["selected_step"]
     for role in ("background", "signal"):
-        images = nae_experiment.load_images(paths[role], config.data, "test")
+        images = nae_data.load_images(paths[role], config.data, "test")
         np.testing.assert_allclose(trained.energy(images), scores[f"nae_{role}"], rtol=1e-5)
     assert 0.0 <= results["ae"]["latent_resultant_length"] <= 1.0 + 1e-9
     (seed_dir / "intensity.json").unlink()
-    with pytest.raises(nae_experiment.IntensityScaleError, match="intensity.json is missing"):
+    with pytest.raises(nae_data.IntensityScaleError, match="intensity.json is missing"):
         nae_experiment.load_seed(config, SeedJob(0, seed_dir, paths, progress=False))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxebm.experiments import nae as nae_experiment
-from jaxebm.models.conv_ae import ConvAE, ConvAEConfig
+from jaxebm.experiments import nae_data
+from jaxebm.models.nae_autoencoder import ConvAE, ConvAEConfig
 from jaxebm.sampling import mala
 from jaxebm.train import nae
 
@@ -38,14 +38,14 @@ def test_scaled_network_is_the_plain_network_on_scaled_images_in_raw_units():
 def test_intensity_scale_rules_and_the_missing_record(tmp_path):
     images = np.zeros((3, SIZE, SIZE), np.float32)
     images[1, 2, 3] = 0.125
-    assert nae_experiment.intensity_scale_of(images, "max_pixel") == pytest.approx(8.0)
-    assert nae_experiment.intensity_scale_of(images, "none") == 1.0
+    assert nae_data.intensity_scale_of(images, "max_pixel") == pytest.approx(8.0)
+    assert nae_data.intensity_scale_of(images, "none") == 1.0
     with pytest.raises(ValueError, match="positive pixel"):
-        nae_experiment.intensity_scale_of(np.zeros_like(images), "max_pixel")
-    with pytest.raises(nae_experiment.IntensityScaleError, match="intensity.json is missing"):
-        nae_experiment.read_intensity_scale(tmp_path)
+        nae_data.intensity_scale_of(np.zeros_like(images), "max_pixel")
+    with pytest.raises(nae_data.IntensityScaleError, match="intensity.json is missing"):
+        nae_data.read_intensity_scale(tmp_path)
     with pytest.raises(ValueError, match="intensity_scale"):
-        nae_experiment.DataConfig(intensity_scale="mean")
+        nae_data.DataConfig(intensity_scale="mean")
 
 
 MU, SCALE = -0.5, 0.3

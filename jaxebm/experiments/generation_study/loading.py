@@ -17,7 +17,8 @@ from jaxebm.config import from_dict
 from jaxebm.data.io import read_jets
 from jaxebm.data.pipeline import ConstituentPipeline
 from jaxebm.evaluation import jet_observables
-from jaxebm.experiments.ebm import BEST_METRIC, ExperimentConfig, data_paths
+from jaxebm.experiments.ebm import BEST_METRIC, ExperimentConfig
+from jaxebm.experiments.jet_samples import data_paths
 from jaxebm.experiments.generation_study.settings import PT_OVERFLOW, STUDY_SEED
 from jaxebm.models.transformer import TransformerEnergy
 from jaxebm.train.cd import make_noise_fn
@@ -74,7 +75,7 @@ def load_run(run_dir: Path, data_dir: str | None = None) -> LoadedRun:
         buffer = (np.asarray(samples), np.ones(samples.shape[:2], bool))
     run = LoadedRun(run_dir, config, pipeline, model, noise_fn, state.ema_params, buffer, seed, int(meta["step"]),
                     results)
-    test = read_jets(data_paths(config.data)["qcd"], 0, config.data.num_test_jets)
+    test = read_jets(data_paths(config.data.data_dir)["qcd"], 0, config.data.num_test_jets)
     run.real_p4, run.real_mask = pipeline.jets_as_model_sees(test)
     x, model_mask, _ = pipeline.transform(test)
     run.real_raw = pipeline.to_raw_features(x, model_mask)

@@ -1,5 +1,6 @@
 """The command line of a thin experiment entry point (``python -m experiments.<name>``): one parser and one
-call of the runner, shared by every experiment's wrapper.
+call of the runner, shared by every experiment's wrapper. It sits above both the runner (`jaxebm.runs`,
+which knows no experiment) and the registry (`jaxebm.experiments`), and hands the one to the other.
 
     parser = run_parser(__doc__, "jetnet_bench")          # --preset --set --seeds --out --extend --force
     summary = run_from_args(parser.parse_args(argv), "jetnet_bench")

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxebm.data.preprocess import JetInputError
+from jaxebm.errors import JetInputError
 from jaxebm.models.common import activation
 
 __all__ = [
