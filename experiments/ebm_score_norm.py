@@ -26,8 +26,9 @@ from scipy.stats import pearsonr, spearmanr
 from jaxebm import experiments
 from jaxebm.data.io import read_jets
 from jaxebm.data.pipeline import ConstituentPipeline
-from jaxebm.experiments.ebm import SIGNALS, TEST_PROCESSES, _template, data_paths
-from jaxebm.inference import model_outputs_fn, model_scores
+from jaxebm.experiments.ebm import SIGNALS, _template
+from jaxebm.experiments.jet_samples import TEST_PROCESSES, data_paths
+from jaxebm.inference import anomaly_scores, model_outputs_fn
 from jaxebm.metrics import auc
 from jaxebm.models.transformer import TransformerEnergy
 from jaxebm.plots import save_figure
@@ -118,7 +119,7 @@ def main(argv=None) -> None:
         parser.error(f"the study splits raw (log pT, eta, phi) gradients; this seed is {pipeline.feature_space!r}")
     model = TransformerEnergy(config.model)
     template = _template(model, config.cd, pipeline, make_noise_fn(**pipeline.noise_parameters()))
-    paths = data_paths(config.data)
+    paths = data_paths(config.data.data_dir)
     tests = {p: read_jets(paths[p], 0, args.num_jets) for p in TEST_PROCESSES}
     inputs = {p: pipeline.transform(s) for p, s in tests.items()}
     qcd_mass = tests["qcd"].jets[:, 3]
@@ -129,7 +130,7 @@ def main(argv=None) -> None:
             params = jax.device_get(state.ema_params)
             scores = {}
             for process, (x, mask, real) in inputs.items():
-                api = model_scores(model, params, x, mask, coordinate_scale=pipeline.raw_scale)
+                api = anomaly_scores(model_outputs_fn(model), params, x, mask, coordinate_scale=pipeline.raw_scale)
                 parts = norm_parts(model, params, x, mask, real, pipeline.raw_scale)
                 whole = np.sqrt(parts["norm_log_pt"] ** 2 + parts["norm_angular"] ** 2)
                 if not np.allclose(whole, api["score_norm"], rtol=1e-3):

@@ -20,17 +20,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxebm import experiments
-from jaxebm.experiments import nae as nae_experiment
+from jaxebm.experiments import nae_data, nae_eval
 from jaxebm.metrics import auc
+from jaxebm.models.nae_autoencoder import ConvAE
 from jaxebm.train import nae
+from jaxebm.train.batches import ArrayBatches
 from jaxebm.train.checkpoint import Checkpointer
 
 
 def evaluate(model, config, state, images: dict[str, np.ndarray], key) -> dict[str, float]:
     """Validation balance (one batch of fresh negatives) and the diagnostic test AUC of ``state``."""
-    energy = {role: nae_experiment.batched_energy(model, config.nae, state, x) for role, x in images.items()}
-    negatives = np.asarray(nae_experiment.jitted(model, config.nae).negatives(key, state).x_end)
-    e_neg = float(np.mean(nae_experiment.batched_energy(model, config.nae, state, negatives)))
+    energy = {role: nae_eval.batched_energy(model, config.nae, state, x) for role, x in images.items()}
+    negatives = np.asarray(nae_eval.jitted(model, config.nae).negatives(key, state).x_end)
+    e_neg = float(np.mean(nae_eval.batched_energy(model, config.nae, state, negatives)))
     e_val = float(np.mean(energy["val"]))
     labels = np.r_[np.zeros(len(energy["background"])), np.ones(len(energy["signal"]))]
     return {"val_e_pos": e_val, "val_e_neg": e_neg, "val_abs_loss": abs(e_val - e_neg),
@@ -46,19 +48,19 @@ def main(argv=None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     args = parser.parse_args(argv)
     config = experiments.load_recorded("nae", args.seed_dir.parent, args.overrides)
-    paths = {role: f.path for role, f in nae_experiment.data_files(config).items()}
-    images = {"val": nae_experiment.load_images(paths["background"], config.data, "val"),
-              **{role: nae_experiment.load_images(paths[role], config.data, "test") for role in paths}}
-    train = nae_experiment.load_images(paths["background"], config.data, "train")
-    scale = nae_experiment.read_intensity_scale(args.seed_dir)
-    model = nae_experiment.ConvAE(dataclasses.replace(config.model, intensity_scale=scale))
+    paths = {role: f.path for role, f in nae_data.data_files(config).items()}
+    images = {"val": nae_data.load_images(paths["background"], config.data, "val"),
+              **{role: nae_data.load_images(paths[role], config.data, "test") for role in paths}}
+    train = nae_data.load_images(paths["background"], config.data, "train")
+    scale = nae_data.read_intensity_scale(args.seed_dir)
+    model = ConvAE(dataclasses.replace(config.model, intensity_scale=scale))
     template = jax.eval_shape(lambda key: nae.create_state(key, model, config.nae, jnp.asarray(train[:2])),
                               jax.random.key(0))
     with Checkpointer(args.seed_dir / "checkpoints") as ckpt:
         state, _ = ckpt.restore(template, step=config.run.ae_steps)
     state = nae.start_nae_phase(state, config.nae)
     step = nae.make_nae_step(model, config.nae)
-    batches = nae_experiment.ImageBatches(train, config.nae.batch_size, seed=1)
+    batches = ArrayBatches((train,), config.nae.batch_size, seed=1)
     start = time.time()
     with open(args.out, "w") as handle:
         for iteration in range(args.iterations + 1):

@@ -138,7 +138,8 @@ def loop_config(config: ExperimentConfig, progress: bool = True) -> LoopConfig:
     """The training driver's settings (checkpoint ranking by the validation distance)."""
     return LoopConfig(num_steps=config.run.num_steps, iterations_per_call=config.cd.iterations_per_call,
                       log_every=config.run.log_every, checkpoint_every=config.run.checkpoint_every,
-                      max_to_keep=config.run.keep_checkpoints, eval_every=config.run.eval_every, best_metric=BEST_METRIC, best_mode="min", progress=progress)
+                      max_to_keep=config.run.keep_checkpoints, eval_every=config.run.eval_every,
+                      best_metric=BEST_METRIC, best_mode="min", progress=progress)
 
 
 def data_files(config: ExperimentConfig) -> dict[str, DataFile]:
