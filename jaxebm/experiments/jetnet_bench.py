@@ -106,11 +106,13 @@ class ConVAESection:
 
 @dataclass(frozen=True)
 class FlowSection:
-    """One RealNVP (its width follows the data: latent dimension or 3 x P) and its training stage."""
+    """One RealNVP (its width follows the data: latent dimension or 3 x P), its training stage and its
+    precision policy (`jaxebm.models.precision`)."""
 
     num_couplings: int = 55
     hidden_sizes: tuple[int, ...] = (400, 350, 400, 400)
     stage: StageConfig = field(default_factory=lambda: StageConfig(LATENT_FLOW.learning_rate, 100, 100))
+    compute_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,8 @@ def describe_data(out_dir: Path, config: ExperimentConfig, paths: dict[str, Path
 # --- networks ------------------------------------------------------------------------------------
 
 def _flow(section: FlowSection, num_features: int) -> RealNVP:
-    return RealNVP(RealNVPConfig(num_features, section.num_couplings, section.hidden_sizes))
+    return RealNVP(RealNVPConfig(num_features, section.num_couplings, section.hidden_sizes,
+                                 compute_dtype=section.compute_dtype))
 
 
 def latent_flow_data(source: str, mean: np.ndarray, logvar: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:

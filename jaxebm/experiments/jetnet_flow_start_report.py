@@ -88,6 +88,10 @@ def plot_curve(curve: dict, path: Path) -> None:
         if truth > 0:
             axis.axhline(truth, color="0.5", ls="--", label="truth floor")
         axis.set_xscale("symlog", linthresh=10)
+        ticks = sorted({p["grad_evals_per_jet"] for points in curve["curves"].values() for p in points}
+                       | {curve["ebm"]["grad_evals_per_jet"]})
+        axis.set_xticks(ticks, [str(t) for t in ticks], fontsize=7)
+        axis.minorticks_off()
         if lowest > 0 and ebm[0] > 0:
             axis.set_yscale("log")
         axis.set_xlabel("gradient evaluations per jet")
