@@ -110,7 +110,8 @@ def block_parts(config, repeats: int) -> dict:
     flops = 2 * 2 * rows * sum(int(np.prod(w.shape)) for w in weights.values())  # forward + input gradient
     out["dense_products"]["gflops_per_s"] = flops / out["dense_products"]["wall_ms"] / 1e6
     out["attention_core"]["hlo_ops"] = hlo_ops(runs["attention_core"][0], *runs["attention_core"][1])
-    reference, tried = (runs[name][0](*runs[name][1])[1] for name in ("attention_core", "attention_core_head_major_tried"))
+    reference, tried = (runs[name][0](*runs[name][1])[1]
+                        for name in ("attention_core", "attention_core_head_major_tried"))
     out["attention_core_head_major_tried"]["max_relative_difference"] = float(
         jnp.max(jnp.abs(tried - reference)) / jnp.max(jnp.abs(reference)))
     return out
@@ -144,8 +145,10 @@ def markdown(payload: dict) -> str:
     total = whole["energy_input_grad"]["cpu_ms"]
     share = {name: layers * p["cpu_ms"] / total for name, p in parts.items()}
     elementwise = share["dense_products_relu_residual"] - share["dense_products"]
+    dense = parts["dense_products"]
+    dense_rate = dense["gflops_per_s"] * dense["wall_ms"] / dense["cpu_ms"]
     shares = (f"Shares of the whole energy + input gradient by CPU time: Dense products "
-              f"{share['dense_products']:.0%} ({parts['dense_products']['gflops_per_s'] * parts['dense_products']['wall_ms'] / parts['dense_products']['cpu_ms']:.0f} GFLOP per CPU second), "
+              f"{share['dense_products']:.0%} ({dense_rate:.0f} GFLOP per CPU second), "
               f"ReLU + residual adds {elementwise:.0%}, attention core {share['attention_core']:.0%} (its two "
               f"batched products {share['attention_products_only']:.0%}, masked softmax "
               f"{share['attention_softmax_mask_only']:.0%}, the rest layout copies and the scale); the sum of "

@@ -28,7 +28,8 @@ from jaxebm.inference import GenerationConfig, generate, generate_from
 from jaxebm.metrics.jetnet import jetnet_features
 
 __all__ = ["PROPOSALS", "EBMGenerator", "FlowStartConfig", "FlowStartSampler", "chain_config", "check_flow_start",
-           "constituents_from_ebm", "ebm_coordinates", "grad_evals_per_jet", "stored_log_pt_fraction", "sweep_proposals"]
+           "constituents_from_ebm", "ebm_coordinates", "grad_evals_per_jet", "stored_log_pt_fraction",
+           "sweep_proposals"]
 
 PROPOSALS = ("nf", "convae_nf", "convae")
 NO_GRADIENT_ROWS = ("convae", "convae_nf", "nf")
@@ -137,7 +138,8 @@ class EBMGenerator:
 
     def refine(self, key, p4: np.ndarray, mask: np.ndarray, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """``num_steps`` steps of `chain_config` from the jets ``p4 (n, P, 4)``, ``mask (n, P)``; four-vectors
-        ``(n, P, 4)`` in the EBM's units (as ``__call__``) and the mask (non-finite or zero-pT slots turned into padding)."""
+        ``(n, P, 4)`` in the EBM's units (as ``__call__``) and the mask (non-finite or zero-pT slots turned into
+        padding)."""
         raw, mask = ebm_coordinates(p4, mask, self.log_pt_shift)
         x = np.asarray(self.standardizer.apply(raw, mask), np.float32)
         if num_steps > 0:

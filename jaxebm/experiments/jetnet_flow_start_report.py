@@ -1,7 +1,8 @@
 """The ``ebm_flow_start`` trade-off curve: W1M, W1P and FPD against gradient evaluations per jet.
 
 Per seed (`seed_curve`): the flow-start chain at each K of ``ebm_flow_start.sweep``, from each proposal row's
-jets (the same jets for every K), beside the seed's 200-step EBM and truth rows, measured with the benchmark's metric code
+jets (the same jets for every K), beside the seed's 200-step EBM and truth rows, measured with the benchmark's
+metric code
 (`jaxebm.metrics.jetnet`, the same seeds and batches as the table); written to ``flow_start_curve.json`` and
 ``plots/flow_start_curve.png``. Over seeds (`write_summary_curve`): mean +- std per K, the same two files in
 the run directory and a table for ``report.md``.
@@ -62,7 +63,8 @@ def summarise_curves(curves: list[dict]) -> dict:
                        **_mean_std([c["curves"][name][i] for c in curves])} for i, point in enumerate(points)]
                for name, points in curves[0]["curves"].items()}
     return {"num_seeds": len(curves), "curves": summary,
-            "ebm": {"grad_evals_per_jet": curves[0]["ebm"]["grad_evals_per_jet"], **_mean_std([c["ebm"] for c in curves])},
+            "ebm": {"grad_evals_per_jet": curves[0]["ebm"]["grad_evals_per_jet"],
+                    **_mean_std([c["ebm"] for c in curves])},
             "truth": _mean_std([c["truth"] for c in curves])}
 
 

@@ -82,8 +82,8 @@ def _assert_same_jets_up_to_a_boost(p4, mask, other, other_mask):
 def test_zero_steps_return_the_proposal_jets_in_the_benchmarks_coordinates():
     """Through the EBM's coordinates and back, with a log pT shift and a non-trivial standardizer."""
     p4, mask = _jets()
-    ebm = dataclasses.replace(_generator(), log_pt_shift=-0.15,
-                              standardizer=Standardizer(mean=np.array([0.1, -0.2, -3.0]), std=np.array([0.3, 0.2, 1.1])))
+    standardizer = Standardizer(mean=np.array([0.1, -0.2, -3.0]), std=np.array([0.3, 0.2, 1.1]))
+    ebm = dataclasses.replace(_generator(), log_pt_shift=-0.15, standardizer=standardizer)
     _assert_same_jets_up_to_a_boost(p4, mask, *ebm.refine(jax.random.key(1), p4, mask, 0))
 
 
