@@ -12,7 +12,8 @@ paper code's eager style) when torch imports. Achieved GFLOP/s (analytic matrix-
 measured in the same run at the model's largest product shape. The load average is sampled before
 and after every timed block: on a shared machine the absolute times drift, the interleaved ratio
 much less. XLA's cost analysis of each step program and the count of its dot products by operand and
-result dtype are recorded. Writes ``benchmarks/results/precision_<platform>[_quick].{json,md}`` (``--out-dir`` to change the folder).
+result dtype are recorded. Then the NAE iteration and the ConVAE + NF generation under both policies (`benchmarks.precision_models`).
+Writes ``benchmarks/results/precision_<platform>[_quick].{json,md}`` (``--out-dir`` to change the folder).
 """
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ import os
 import pathlib
 import re
 import statistics
+import subprocess
 from collections import Counter
 from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks import ebm_costs
+from benchmarks import ebm_costs, precision_models
 from benchmarks.common import RESULTS_DIR, machine_info, markdown_table, time_alternating, write_json
 from benchmarks.ebm_plan import CHAIN, NOISE_MEAN, NOISE_STD, SIZES, N
 from benchmarks.ebm_runners import init_params, jet_batch, key_stream
@@ -209,6 +211,15 @@ def markdown(payload: dict) -> str:
                                  rows), ""]
     if payload["langevin_step"].get("paper_code_reason"):
         lines += [f"Paper code (torch peer): {payload['langevin_step']['paper_code_reason']}", ""]
+    model_rows = [[block, name, payload[block][f"{name}_ms"], payload[block]["f32_ms"]
+                   / payload[block][f"{name}_ms"], " / ".join(map(str, payload[block]["load_average_1min"]))]
+                  for block in ("nae_iteration", "convae_nf_generation") if block in payload for name in ("f32", "bf16")]
+    if model_rows:
+        lines += ["Other networks (convolutions float32 under both policies; ConVAE + NF: ms per "
+                  f"{payload['convae_nf_generation']['num_jets']} jets):", "",
+                  *markdown_table(["block", "runner", "ms", "f32 / this", "load before / after"], model_rows), ""]
+    if meta.get("uptime"):
+        lines += [f"uptime at the end: `{meta['uptime']}`", ""]
     dots = {name: facts["dots"] for name, facts in payload["langevin_step"]["programs"].items()}
     lines += [f"Dot products of the energy + input-gradient program by operand,result dtypes: {dots}", ""]
     return "\n".join(lines)
@@ -241,6 +252,13 @@ def main(argv=None) -> dict:
     write_json(path, payload)  # a run cut short keeps the Langevin block
     payload["cd_iteration"] = cd_block(setup, payload["matmul"])
     print("cd_iteration ms:", {k: payload["cd_iteration"][f"{k}_ms"] for k in ("f32", "bf16")}, flush=True)
+    write_json(path, payload)
+    payload["nae_iteration"] = precision_models.nae_iteration_block(setup.cd_repeats, load_average, quick=args.quick)
+    payload["convae_nf_generation"] = precision_models.convae_nf_generation_block(setup.cd_repeats, load_average,
+                                                                                  quick=args.quick)
+    print("nae / convae_nf ms:", {b: {k: payload[b][f"{k}_ms"] for k in ("f32", "bf16")}
+                                  for b in ("nae_iteration", "convae_nf_generation")}, flush=True)
+    meta["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     meta["load_average_1min_end"] = load_average()
     meta["load_average_1min_median"] = statistics.median(
         payload["langevin_step"]["load_average_1min"] + payload["cd_iteration"]["load_average_1min"])

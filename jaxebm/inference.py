@@ -34,7 +34,7 @@ from jaxebm.models.common import class_energy_fn, energy_fn
 from jaxebm.sampling import langevin
 from jaxebm.sampling.schedules import StepDecay
 
-__all__ = ["SCORE_NAMES", "GenerationConfig", "anomaly_scores", "generate", "model_outputs_fn"]
+__all__ = ["SCORE_NAMES", "GenerationConfig", "anomaly_scores", "generate", "generate_from", "model_outputs_fn"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,37 @@ def generate(key, model: nn.Module, params, noise_fn: Callable, config: Generati
     ]
     x, mask = (np.concatenate([o[i] for o in outputs])[:num_jets] for i in range(2))
     return x, mask
+
+
+@partial(jax.jit, static_argnames=("model", "config"))
+def _chain_batch(key, params, x0, mask, *, model: nn.Module, config: GenerationConfig):
+    x, _ = langevin.run_chain(key, x0, energy_fn(model, params, mask), config.langevin_config, config.num_steps,
+                              frozen_mask=~mask)
+    return x
+
+
+def generate_from(key, model: nn.Module, params, x0: np.ndarray, mask: np.ndarray, config: GenerationConfig
+                  ) -> np.ndarray:
+    """Run ``config``'s chains from given starts (e.g. a proposal model's jets) instead of noise.
+
+    Args:
+      x0: ``(n, N, F)`` starts in the model's feature space; mask: ``(n, N)`` bool, padded slots stay frozen.
+      config: `GenerationConfig` (``num_steps`` = gradient evaluations per jet; chains in ``batch_size``
+        batches, the last padded with copies of the first start and trimmed).
+    Returns:
+      ``(n, N, F)`` float32 end positions.
+    """
+    x0, mask = np.asarray(x0, np.float32), np.asarray(mask, bool)
+    if x0.ndim != 3 or mask.shape != x0.shape[:2] or len(x0) == 0:
+        raise ValueError(f"x0 must be (n, N, F) with n >= 1 and mask (n, N); got {x0.shape}, {mask.shape}")
+    num_jets, size = len(x0), config.batch_size
+    pad = -num_jets % size
+    x0 = np.concatenate([x0, np.repeat(x0[:1], pad, axis=0)])
+    mask = np.concatenate([mask, np.repeat(mask[:1], pad, axis=0)])
+    keys = jax.random.split(key, len(x0) // size)
+    parts = [np.asarray(_chain_batch(k, params, x0[i * size:(i + 1) * size], mask[i * size:(i + 1) * size],
+                                     model=model, config=config)) for i, k in enumerate(keys)]
+    return np.concatenate(parts)[:num_jets]
 
 
 SCORE_NAMES = ("energy", "score_norm", "class_nll", "class_energy", "min_class_energy")

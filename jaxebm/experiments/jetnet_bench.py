@@ -16,6 +16,8 @@ Models (each trained on the training split, all in one seed directory with its o
 - ``ebm``: the masked transformer energy (`jaxebm.models.transformer`, `jaxebm.train.cd`, "mask" padding)
   on the 30 particles in JetNet's coordinates ``(eta_rel, phi_rel, log pT_rel)``, standardised; jets drawn
   with `jaxebm.inference.generate` (multiplicities from the training distribution).
+- ``ebm_flow_start``: the seed's ``ebm`` chain started from the jets of its ``ebm_flow_start.proposal`` row and
+  run ``ebm_flow_start.num_steps`` steps (`jaxebm.experiments.jetnet_flow_start`), with a trade-off curve.
 - ``truth``: as many training jets as there are test jets: the floor of every metric.
 
 Every sample (truth, test and generated) goes through one path to the metrics: four-vectors ->
@@ -38,13 +40,15 @@ import jax
 import numpy as np
 
 from jaxebm.config import ConfigError, check_seeds, require_positive
-from jaxebm.data.io import JetSample, jet_summary, massless_four_vectors, read_jetnet
+from jaxebm.data.io import JetSample, jet_summary, read_jetnet
 from jaxebm.data.jetnet_like import JETNET_TYPES
 from jaxebm.data.preprocess import Standardizer
 from jaxebm.experiments import jetnet_bench_report as report
+from jaxebm.experiments import jetnet_flow_start as flow_start
+from jaxebm.experiments import jetnet_flow_start_report as flow_start_report
 from jaxebm.experiments.jetnet_bench_data import DataConfig, data_files, jetnet_file, split_rows
-from jaxebm.experiments.jetnet_bench_eval import evaluate_samples, observables
-from jaxebm.inference import GenerationConfig, generate
+from jaxebm.experiments.jetnet_bench_eval import evaluate_samples, flow_start_curve, observables
+from jaxebm.inference import GenerationConfig
 from jaxebm.models.jet_convae import (
     GENERATION, RECONSTRUCTION, ConVAE, ConVAEConfig, ConVAELoss, MinMaxScaler, jets_to_momenta,
     momenta_to_constituents,
@@ -67,7 +71,7 @@ __all__ = ["EXPERIMENT", "LATENT_SOURCES", "MODELS", "ExperimentConfig", "Latent
            "latent_flow_data"]
 
 CONFIG_DIR = Path(__file__).parent / "configs" / "jetnet_bench"
-MODELS = ("convae", "convae_nf", "nf", "ebm")
+MODELS = ("convae", "convae_nf", "nf", "ebm", "ebm_flow_start")
 LATENT_SOURCES = ("mean", "sample")
 
 
@@ -82,11 +86,13 @@ class ConVAESection:
 
 @dataclass(frozen=True)
 class FlowSection:
-    """One RealNVP (its width follows the data: latent dimension or 3 x P) and its training stage."""
+    """One RealNVP (its width follows the data: latent dimension or 3 x P), its training stage and its
+    precision policy (`jaxebm.models.precision`)."""
 
     num_couplings: int = 55
     hidden_sizes: tuple[int, ...] = (400, 350, 400, 400)
     stage: StageConfig = field(default_factory=lambda: StageConfig(LATENT_FLOW.learning_rate, 100, 100))
+    compute_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ class ExperimentConfig:
     ebm: TransformerConfig = field(default_factory=TransformerConfig)
     cd: CDConfig = field(default_factory=lambda: CDConfig(padding_mode="mask"))
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    ebm_flow_start: flow_start.FlowStartConfig = field(default_factory=flow_start.FlowStartConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self):
@@ -152,6 +159,7 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError("cd.padding_mode must be 'mask': the EBM keeps JetNet's multiplicities by its mask")
     if config.ebm.num_features != 3:
         raise ConfigError(f"ebm.num_features must be 3 (eta_rel, phi_rel, log pT_rel), got {config.ebm.num_features}")
+    flow_start.check_flow_start(config.models, config.ebm_flow_start)
     for name in ("convae_gen", "convae_rec"):
         if getattr(config, name).model.num_particles != config.data.num_particles:
             raise ConfigError(f"{name}.model.num_particles must equal data.num_particles ({config.data.num_particles})")
@@ -181,7 +189,8 @@ def describe_data(out_dir: Path, config: ExperimentConfig, paths: dict[str, Path
 # --- networks ------------------------------------------------------------------------------------
 
 def _flow(section: FlowSection, num_features: int) -> RealNVP:
-    return RealNVP(RealNVPConfig(num_features, section.num_couplings, section.hidden_sizes))
+    return RealNVP(RealNVPConfig(num_features, section.num_couplings, section.hidden_sizes,
+                                 compute_dtype=section.compute_dtype))
 
 
 def latent_flow_data(source: str, mean: np.ndarray, logvar: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
@@ -294,7 +303,7 @@ def ebm_features(sample: JetSample, jet_pt: np.ndarray) -> np.ndarray:
     return np.where(mask[..., None], np.stack([eta, phi, log_pt], axis=-1), 0.0).astype(np.float32)
 
 
-def _ebm_model(config, job: SeedJob, train_sample: JetSample, train: bool) -> tuple[Callable, float]:
+def _ebm_model(config, job: SeedJob, train_sample: JetSample, train: bool) -> tuple[flow_start.EBMGenerator, float]:
     """The EBM sampler (features standardised over real training particles) and its training seconds."""
     features, mask = ebm_features(train_sample, train_sample.jets[:, 0]), train_sample.mask
     standardizer = Standardizer.fit(features, mask)
@@ -318,15 +327,8 @@ def _ebm_model(config, job: SeedJob, train_sample: JetSample, train: bool) -> tu
         with Checkpointer(job.directory / "ebm" / "checkpoints") as ckpt:
             state, _ = ckpt.restore(state)
     took = time.perf_counter() - started if train else 0.0
-    params, generation = state.ema_params, config.generation
-
-    def sample_fn(key, num_jets: int):
-        gen_x, gen_mask = generate(key, model, params, noise_fn, generation, num_jets, progress=False)
-        eta, phi, log_pt = np.moveaxis(np.asarray(standardizer.invert(gen_x, gen_mask), np.float64), -1, 0)
-        p4 = massless_four_vectors(np.exp(np.clip(log_pt, -30.0, 5.0)), eta, phi)
-        return np.where(gen_mask[..., None], p4, 0.0), gen_mask
-
-    return sample_fn, took
+    return flow_start.EBMGenerator(model, state.ema_params, standardizer, noise_fn, config.generation,
+                                   flow_start.stored_log_pt_fraction(train_sample)), took
 
 
 def _splits(config: ExperimentConfig, job: SeedJob) -> dict[str, JetSample]:
@@ -343,6 +345,10 @@ def _build(config: ExperimentConfig, job: SeedJob, train: bool) -> Trained:
     if "ebm" in config.models:
         _announce("ebm", f"to CD iteration {config.run.num_steps}", train)
         samplers["ebm"], seconds["ebm"] = _ebm_model(config, job, train_sample, train)
+    if "ebm_flow_start" in config.models:
+        samplers["ebm_flow_start"] = flow_start.FlowStartSampler(
+            samplers[config.ebm_flow_start.proposal], samplers["ebm"], config.ebm_flow_start.num_steps)
+        seconds["ebm_flow_start"] = 0.0
     return Trained(samplers, seconds)
 
 
@@ -371,6 +377,17 @@ def evaluate_seed(config: ExperimentConfig, job: SeedJob, trained: Trained) -> d
     test_jets = (test.constituents.astype(np.float64), test.mask)
     results = evaluate_samples(test_jets, samples, seed=job.seed, cov_num_batches=config.run.cov_num_batches,
                                cov_batch_size=config.run.cov_batch_size)
+    grad_evals = flow_start.grad_evals_per_jet(config.models, config.generation.num_steps,
+                                               config.ebm_flow_start.num_steps)
+    for name, evals in grad_evals.items():
+        results["metrics"][name]["grad_evals_per_jet"] = [float(evals), 0.0]
+    if "ebm_flow_start" in trained.samplers:  # the row's key: its own K of the sweep repeats the row
+        index = list(trained.samplers).index("ebm_flow_start")
+        by_proposal = flow_start.sweep_proposals(trained.samplers, jax.random.key(1_000 * job.seed + index),
+                                                 num_jets, config.ebm_flow_start.sweep)
+        results["flow_start_curve"] = flow_start_curve(by_proposal, test_jets, results["metrics"], grad_evals,
+                                                       seed=job.seed)
+        flow_start_report.write_seed_curve(job.directory, results["flow_start_curve"])
     results |= {"seed": job.seed, "num_test_jets": num_jets, "train_seconds": trained.train_seconds,
                 "generation_seconds": generation_seconds}
     per_model = {"test": observables(test.constituents, test.mask)} | {n: observables(*s) for n, s in samples.items()}

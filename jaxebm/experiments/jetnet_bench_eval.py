@@ -5,6 +5,8 @@ Per model (``truth`` = training jets, the floor): W1M, W1P, W1EFP, FPD, KPD (`ja
 JetNet's protocol with batches scaled down to the sample), coverage and MMD (`jaxebm.metrics.emd`, exact EMD
 on pT_rel) and EMD_sum (GeV, the ConVAE paper's: jet mass, E, pT, eta, phi; not for the EBM, whose jets are
 relative). FPND is not computed: it needs JetNet's pretrained ParticleNet, which cannot be downloaded here.
+The ``ebm_flow_start`` trade-off curve (`flow_start_curve`): W1M, W1P and FPD of the chain at each K of the
+sweep from each proposal row's jets, with the same code and seeds as the table.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import time
 import numpy as np
 
 from jaxebm.metrics.emd import coverage_mmd, emd_sum, emd_sum_observables
-from jaxebm.metrics.jetnet import fpd, fpd_kpd_features, jetnet_features, kpd, w1efp, w1m, w1p
+from jaxebm.metrics.jetnet import JetNetJets, fpd, fpd_kpd_features, jetnet_features, kpd, w1efp, w1m, w1p
 
 __all__ = ["evaluate_samples", "observables"]
 
@@ -48,7 +50,7 @@ def evaluate_samples(test, samples: dict, *, seed: int, cov_num_batches: int, co
         row = {"w1m": w1m(real, gen, seed=seed), "w1p": w1p(real, gen, seed=seed),
                "w1efp": w1efp(real, gen, seed=seed), "fpd": fpd(real_efps, gen_efps, seed=seed),
                "kpd": kpd(real_efps, gen_efps, seed=seed), "cov": cov.coverage, "mmd": cov.minimum_matching_distance}
-        if name != "ebm":
+        if not name.startswith("ebm"):
             row["emd_sum"] = emd_sum(real_observables, emd_sum_observables(p4, mask))
         metrics[name] = {key: [float(r.value), float(r.error)] for key, r in row.items()}
     return {"metrics": metrics, "sample_info": info, "evaluation_seconds": time.perf_counter() - started}
@@ -61,3 +63,30 @@ def observables(p4: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     particles = jets.particles[jets.mask]
     return {"mass": jets.mass, "eta_rel": particles[:, 0], "phi_rel": particles[:, 1], "pt_rel": particles[:, 2],
             "multiplicity": jets.mask.sum(axis=1).astype(np.float64)}
+
+
+CURVE_METRICS = ("w1m", "w1p", "fpd")
+
+
+def curve_quality(real: JetNetJets, p4: np.ndarray, mask: np.ndarray, seed: int) -> dict[str, list[float]]:
+    """``{w1m, w1p, fpd: [value, error]}`` of one sample (four-vectors ``(n, P, 4)``, mask) against ``real``,
+    exactly as `evaluate_samples` computes them."""
+    p4, mask, _ = _clean(p4, mask)
+    gen = jetnet_features(p4, mask)
+    row = {"w1m": w1m(real, gen, seed=seed), "w1p": w1p(real, gen, seed=seed),
+           "fpd": fpd(fpd_kpd_features(real), fpd_kpd_features(gen), seed=seed)}
+    return {key: [float(r.value), float(r.error)] for key, r in row.items()}
+
+
+def flow_start_curve(by_proposal: dict[str, dict[int, tuple]], test: tuple, metrics: dict, grad_evals: dict, *,
+                     seed: int) -> dict:
+    """One seed's curves from ``by_proposal`` ``{proposal: {K: (four-vectors, mask)}}`` against the test jets
+    ``(p4, mask)``; ``metrics`` / ``grad_evals`` are the table's rows (the 200-step ``ebm`` and ``truth`` are
+    copied beside the curves). Returns ``{"curves": {proposal: [point, ...]}, "ebm": ..., "truth": ...}``, a
+    point ``{"grad_evals_per_jet": K, metric: [value, error]}``."""
+    real = jetnet_features(*test)
+    curves = {name: [{"grad_evals_per_jet": k, **curve_quality(real, *by_steps[k], seed)} for k in sorted(by_steps)]
+              for name, by_steps in by_proposal.items()}
+    return {"curves": curves,
+            "ebm": {"grad_evals_per_jet": grad_evals["ebm"], **{k: metrics["ebm"][k] for k in CURVE_METRICS}},
+            "truth": {k: metrics["truth"][k] for k in CURVE_METRICS}}

@@ -22,8 +22,9 @@ METRICS = (
     ("fpd", "FPD", 1e3, "x1e-3"), ("kpd", "KPD", 1e6, "x1e-6"), ("cov", "COV", 1.0, ""),
     ("mmd", "MMD", 1.0, "pT_rel EMD"), ("emd_sum", "EMD_sum", 1.0, "GeV"),
 )
-ROWS = ("truth", "convae", "convae_nf", "nf", "ebm")
-LABELS = {"truth": "truth (train vs test)", "convae": "ConVAE", "convae_nf": "ConVAE+NF", "nf": "NF", "ebm": "EBM"}
+ROWS = ("truth", "convae", "convae_nf", "nf", "ebm", "ebm_flow_start")
+LABELS = {"truth": "truth (train vs test)", "convae": "ConVAE", "convae_nf": "ConVAE+NF", "nf": "NF", "ebm": "EBM",
+          "ebm_flow_start": "EBM from flow jets"}
 # Paper (seed 004) Table 8, gluon, 30 particles, in the units of METRICS (W1EFP x1e-5; FPND not ours).
 PAPER = {
     "convae": {"w1m": 9.1, "w1p": 8.5, "w1efp": 576, "cov": 0.32, "mmd": 0.036, "emd_sum": 0.0033, "fpnd": 43.6},
@@ -190,12 +191,14 @@ def write_summary(out_dir: Path, config, per_seed: list[dict], *, record: dict |
     atomic_write_json(out_dir / "summary.json", result, sort_keys=False)
     if seed_dirs:
         plot_observables(_load_observables(seed_dirs[0]), out_dir / "plots" / "observables.png")
+    from jaxebm.experiments.jetnet_flow_start_report import write_summary_curve  # it imports this module
     lines = [f"# JetNet-style benchmark ({config.name} preset, {config.data.jet_type} jets)", "",
              f"Seeds {result['seeds']}; {result['num_test_jets']} test jets, the same number generated per model; "
              "mean ± std over seeds. FPND: not computed (needs JetNet's pretrained ParticleNet, not downloadable "
-             "here). EMD_sum in GeV (paper's definition), not for the EBM (relative coordinates).", "",
+             "here). EMD_sum in GeV (paper's definition), not for the EBM rows (relative coordinates).", "",
              *_table(summary), "", "Ratio to the truth floor (model / truth, mean over seeds):", "",
-             *_ratio_table(summary), "", *_paper_table(), "", "Report lines:", "",
+             *_ratio_table(summary), "", *write_summary_curve(out_dir, per_seed), *_paper_table(), "",
+             "Report lines:", "",
              *[f"- {'met' if met else 'NOT met' if met is not None else 'n/a'}: {text}" for text, met in checks],
              "", "Training seconds per seed (mean): " + json.dumps({k: round(v, 1) for k, v in timing.items()}),
              "Generation seconds for the test-size sample (mean): "

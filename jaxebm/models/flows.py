@@ -34,6 +34,7 @@ import numpy as np
 
 from jaxebm.errors import JetInputError
 from jaxebm.models.common import activation
+from jaxebm.models.precision import check_compute_dtype, matmul_fn
 
 __all__ = ["LATENT_FLOW", "PARTICLE_FLOW", "FlowPreset", "RealNVP", "RealNVPConfig", "coupling_masks"]
 
@@ -46,15 +47,19 @@ class RealNVPConfig:
 
     num_features: D. num_couplings: affine coupling layers.
     hidden_sizes: hidden widths of each S and T MLP. activation: after each hidden layer.
+    compute_dtype: precision policy of the MLP products (`jaxebm.models.precision`): "float32" (default) or
+      "bfloat16" (bf16 operands, float32 accumulation and result; parameters and the flow stay float32).
     """
 
     num_features: int
     num_couplings: int = 55
     hidden_sizes: tuple[int, ...] = (400, 350, 400, 400)
     activation: str = "relu"
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         activation(self.activation)  # validates the name
+        check_compute_dtype(self.compute_dtype)
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         if min((self.num_features, self.num_couplings) + self.hidden_sizes) < 1:
             raise JetInputError(f"RealNVPConfig sizes must be positive: {self}")
@@ -78,12 +83,13 @@ def coupling_masks(num_couplings: int, num_features: int) -> np.ndarray:
     return ((np.arange(num_couplings)[:, None] + np.arange(num_features)[None, :]) % 2 == 0).astype(np.float32)
 
 
-def _mlp(weights: tuple[tuple[jax.Array, jax.Array], ...], h: jax.Array, act) -> jax.Array:
-    """One layer's MLP: ``weights`` = ((kernel (in, out), bias (out,)), ...), ``h (B, in)``."""
+def _mlp(weights: tuple[tuple[jax.Array, jax.Array], ...], h: jax.Array, act, matmul=jnp.matmul) -> jax.Array:
+    """One layer's MLP: ``weights`` = ((kernel (in, out), bias (out,)), ...), ``h (B, in)``; ``matmul``: the
+    policy's product (`jaxebm.models.precision.matmul_fn`)."""
     for kernel, bias in weights[:-1]:
-        h = act(h @ kernel + bias)
+        h = act(matmul(h, kernel) + bias)
     kernel, bias = weights[-1]
-    return h @ kernel + bias
+    return matmul(h, kernel) + bias
 
 
 class RealNVP(nn.Module):
@@ -124,9 +130,9 @@ class RealNVP(nn.Module):
     def _scale_shift(self, layer, kept: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(s, t)`` of one layer, zero on the kept features; ``kept (B, D)`` is ``mask * x``."""
         mask, scale_weights, shift_weights = layer
-        act = activation(self.config.activation)
-        s = jnp.tanh(_mlp(scale_weights, kept, act)) * (1.0 - mask)
-        t = _mlp(shift_weights, kept, act) * (1.0 - mask)
+        act, matmul = activation(self.config.activation), matmul_fn(self.config.compute_dtype)
+        s = jnp.tanh(_mlp(scale_weights, kept, act, matmul)) * (1.0 - mask)
+        t = _mlp(shift_weights, kept, act, matmul) * (1.0 - mask)
         return s, t
 
     def forward(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -7,7 +7,7 @@ from benchmarks import bench_precision
 def test_quick_benchmark_writes_f32_and_bf16_side_by_side(tmp_path):
     bench_precision.main(["--quick", "--out-dir", str(tmp_path)])
     payload = json.loads((tmp_path / "precision_cpu_quick.json").read_text())
-    for block in ("langevin_step", "cd_iteration"):
+    for block in ("langevin_step", "cd_iteration", "nae_iteration", "convae_nf_generation"):
         assert payload[block]["f32_ms"] > 0 and payload[block]["bf16_ms"] > 0
         assert len(payload[block]["load_average_1min"]) == 2
     step = payload["langevin_step"]
