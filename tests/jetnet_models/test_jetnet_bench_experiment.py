@@ -10,7 +10,7 @@ from jaxebm import experiments
 from jaxebm.data.io import read_jets
 from jaxebm.runs.trained import sample_run
 
-MODELS = ("truth", "convae", "convae_nf", "nf", "ebm")
+MODELS = ("truth", "convae", "convae_nf", "nf", "ebm", "ebm_flow_start")
 METRICS = ("w1m", "w1p", "w1efp", "fpd", "kpd", "cov", "mmd")
 
 
