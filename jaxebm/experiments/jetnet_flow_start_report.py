@@ -2,8 +2,9 @@
 
 Per seed (`write_seed_curve`): the curve `jaxebm.experiments.jetnet_bench_eval.flow_start_curve` computed
 (the flow-start chain at each K of ``ebm_flow_start.sweep`` from each proposal row's jets, beside the seed's
-200-step EBM and truth rows), written to ``flow_start_curve.json`` and ``plots/flow_start_curve.png``. Over seeds (`write_summary_curve`): mean +- std per K, the same two files in
-the run directory and a table for ``report.md``.
+200-step EBM and truth rows), written to ``flow_start_curve.json`` and ``plots/flow_start_curve.png``. Over
+seeds (`write_summary_curve`): mean +- std per K, the same two files in the run directory and a table for
+``report.md``.
 """
 from __future__ import annotations
 
