@@ -2,8 +2,8 @@
 
 Restores a seed's checkpoint at the end of its AE phase (``run.ae_steps``) and runs the NAE phase with NAE-config
 overrides, writing one JSON line every ``--every`` iterations: the step's E(x+), E(x-) and chain acceptances,
-the validation balance |E(val) - E(x-)| (what selects checkpoints), and, as a diagnostic only (never used to
-select anything), the test AUC. The AE phase is shared, so the runs differ in the one setting changed.
+the validation balance |E(val) - E(x-)| (`nae_eval.make_validation_fn`, what selects checkpoints), and, as a
+diagnostic only (never used to select anything), the test AUC. The AE phase is shared, so the runs differ in the one setting changed.
 
     python -m experiments.nae_phase2_probe runs/nae/cpu/tag_qcd/seed_0 OUT.jsonl --set nae.lr=5e-4
 """
@@ -28,15 +28,11 @@ from jaxebm.train.batches import ArrayBatches
 from jaxebm.train.checkpoint import Checkpointer
 
 
-def evaluate(model, config, state, images: dict[str, np.ndarray], key) -> dict[str, float]:
-    """Validation balance (one batch of fresh negatives) and the diagnostic test AUC of ``state``."""
-    energy = {role: nae_eval.batched_energy(model, config.nae, state, x) for role, x in images.items()}
-    negatives = np.asarray(nae_eval.jitted(model, config.nae).negatives(key, state).x_end)
-    e_neg = float(np.mean(nae_eval.batched_energy(model, config.nae, state, negatives)))
-    e_val = float(np.mean(energy["val"]))
+def test_auc(model, config, state, tests: dict[str, np.ndarray]) -> float:
+    """The diagnostic test AUC of ``state`` (background vs signal test images; never used to select)."""
+    energy = {role: nae_eval.batched_energy(model, config.nae, state, x) for role, x in tests.items()}
     labels = np.r_[np.zeros(len(energy["background"])), np.ones(len(energy["signal"]))]
-    return {"val_e_pos": e_val, "val_e_neg": e_neg, "val_abs_loss": abs(e_val - e_neg),
-            "test_auc": float(auc(labels, np.r_[energy["background"], energy["signal"]]))}
+    return float(auc(labels, np.r_[energy["background"], energy["signal"]]))
 
 
 def main(argv=None) -> None:
@@ -49,8 +45,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = experiments.load_recorded("nae", args.seed_dir.parent, args.overrides)
     paths = {role: f.path for role, f in nae_data.data_files(config).items()}
-    images = {"val": nae_data.load_images(paths["background"], config.data, "val"),
-              **{role: nae_data.load_images(paths[role], config.data, "test") for role in paths}}
+    tests = {role: nae_data.load_images(paths[role], config.data, "test") for role in paths}
     train = nae_data.load_images(paths["background"], config.data, "train")
     scale = nae_data.read_intensity_scale(args.seed_dir)
     model = ConvAE(dataclasses.replace(config.model, intensity_scale=scale))
@@ -60,6 +55,8 @@ def main(argv=None) -> None:
         state, _ = ckpt.restore(template, step=config.run.ae_steps)
     state = nae.start_nae_phase(state, config.nae)
     step = nae.make_nae_step(model, config.nae)
+    balance = nae_eval.make_validation_fn(model, config, nae_data.load_images(paths["background"], config.data, "val"),
+                                          select_from=0)
     batches = ArrayBatches((train,), config.nae.batch_size, seed=1)
     start = time.time()
     with open(args.out, "w") as handle:
@@ -68,7 +65,7 @@ def main(argv=None) -> None:
                 state, metrics = step(state, jnp.asarray(next(batches)[0]))
             if iteration % args.every == 0:
                 row = {"it": iteration, "seconds": round(time.time() - start, 1), "overrides": args.overrides,
-                       **evaluate(model, config, state, images, jax.random.fold_in(jax.random.key(4242), iteration))}
+                       **balance(state), "test_auc": test_auc(model, config, state, tests)}
                 if iteration:
                     row |= {key: float(np.mean(metrics[key])) for key in
                             ("e_pos", "e_neg", "z_acceptance", "x_acceptance")}
