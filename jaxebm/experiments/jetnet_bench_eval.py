@@ -68,13 +68,14 @@ def observables(p4: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
 CURVE_METRICS = ("w1m", "w1p", "fpd")
 
 
-def curve_quality(real: JetNetJets, p4: np.ndarray, mask: np.ndarray, seed: int) -> dict[str, list[float]]:
-    """``{w1m, w1p, fpd: [value, error]}`` of one sample (four-vectors ``(n, P, 4)``, mask) against ``real``,
-    exactly as `evaluate_samples` computes them."""
+def curve_quality(real: JetNetJets, real_efps: np.ndarray, p4: np.ndarray, mask: np.ndarray,
+                  seed: int) -> dict[str, list[float]]:
+    """``{w1m, w1p, fpd: [value, error]}`` of one sample (four-vectors ``(n, P, 4)``, mask) against ``real``
+    (``real_efps = fpd_kpd_features(real)``), exactly as `evaluate_samples` computes them."""
     p4, mask, _ = _clean(p4, mask)
     gen = jetnet_features(p4, mask)
     row = {"w1m": w1m(real, gen, seed=seed), "w1p": w1p(real, gen, seed=seed),
-           "fpd": fpd(fpd_kpd_features(real), fpd_kpd_features(gen), seed=seed)}
+           "fpd": fpd(real_efps, fpd_kpd_features(gen), seed=seed)}
     return {key: [float(r.value), float(r.error)] for key, r in row.items()}
 
 
@@ -85,8 +86,9 @@ def flow_start_curve(by_proposal: dict[str, dict[int, tuple]], test: tuple, metr
     copied beside the curves). Returns ``{"curves": {proposal: [point, ...]}, "ebm": ..., "truth": ...}``, a
     point ``{"grad_evals_per_jet": K, metric: [value, error]}``."""
     real = jetnet_features(*test)
-    curves = {name: [{"grad_evals_per_jet": k, **curve_quality(real, *by_steps[k], seed)} for k in sorted(by_steps)]
-              for name, by_steps in by_proposal.items()}
+    real_efps = fpd_kpd_features(real)
+    curves = {name: [{"grad_evals_per_jet": k, **curve_quality(real, real_efps, *by_steps[k], seed)}
+                     for k in sorted(by_steps)] for name, by_steps in by_proposal.items()}
     return {"curves": curves,
             "ebm": {"grad_evals_per_jet": grad_evals["ebm"], **{k: metrics["ebm"][k] for k in CURVE_METRICS}},
             "truth": {k: metrics["truth"][k] for k in CURVE_METRICS}}
