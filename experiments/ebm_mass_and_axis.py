@@ -16,10 +16,11 @@ and for different lengths, changing one thing per row:
   (`jaxebm.data.preprocess.center_rotate_ebm`, what every real jet went through), no further chain steps.
 
 Per row: the jet mass quantiles and the fraction above 150 GeV, the paper-convention JSD(M) and JSD(pT), W1(M), the
-W1 of the constituents' eta and phi (every slot the model sees, against the test jets'), and the jet axis of the summed four-vector (eta, phi): its mean and standard deviation over jets. Separately, the
-energy change of the test jets under a rigid translation by delta in eta or phi, E(x + delta) - E(x), mean over
-jets, beside the chain's own scale (the energy change the last 40 steps' noise could climb: the temperature
-noise^2 / (2 step) of the paper's last schedule block). Outputs ``mass_and_axis.{json,md,png}`` in ``--out``.
+W1 of the constituents' eta and phi (every slot the model sees, against the test jets'), and the jet axis of the
+summed four-vector (eta, phi): its mean and standard deviation over jets. Separately, the energy change of the test
+jets under a rigid translation by delta in eta or phi, E(x + delta) - E(x) (mean over jets, and the fraction of jets
+whose own axis is a local minimum along the move), beside the chain's temperature noise^2 / (2 step) in the paper's
+last schedule block. Outputs ``mass_and_axis.{json,md,png}`` in ``--out``.
 
     python -m experiments.ebm_mass_and_axis runs/ebm_cpu_bf16/seed_0 --out experiments/results/mass_and_axis
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import subprocess
 from pathlib import Path
 
@@ -85,16 +85,19 @@ def summary(run, x: np.ndarray, mask: np.ndarray) -> dict:
             "paper_jsd_mass": quality["paper_jsd_mass"], "paper_jsd_pt": quality["paper_jsd_pt"],
             "w1_mass": quality["w1_mass"],
             "w1_constituent_eta": wasserstein_1d(run.real_raw[run.real_mask][:, 1], raw[mask][:, 1]),
-            "w1_constituent_phi": wasserstein_1d(run.real_raw[run.real_mask][:, 2], raw[mask][:, 2]), "axis_mean": axes.mean(axis=0).tolist(), "axis_std": axes.std(axis=0).tolist(),
+            "w1_constituent_phi": wasserstein_1d(run.real_raw[run.real_mask][:, 2], raw[mask][:, 2]),
+            "axis_mean": axes.mean(axis=0).tolist(), "axis_std": axes.std(axis=0).tolist(),
             "_mass": mass, "_axes": axes}
 
 
 def energy_under_translation(run, x: np.ndarray, mask: np.ndarray, batch_size: int) -> dict:
-    """Mean over jets of E(x moved by delta) - E(x), delta in `DELTAS`, for eta and for phi."""
+    """Mean over jets of E(x moved by delta) - E(x), delta in `DELTAS`, for eta and for phi, and the fraction of
+    jets for which both E(x - delta) and E(x + delta) are above E(x) (delta > 0)."""
     energy = jax.jit(lambda a, m: energy_fn(run.model, run.params, m)(a))
 
     def energies(xs):
-        return np.concatenate([np.asarray(energy(jnp.asarray(xs[i:i + batch_size]), jnp.asarray(mask[i:i + batch_size])))
+        return np.concatenate([np.asarray(energy(jnp.asarray(xs[i:i + batch_size]),
+                                                 jnp.asarray(mask[i:i + batch_size])))
                                for i in range(0, len(xs), batch_size)])
 
     base = energies(x)
