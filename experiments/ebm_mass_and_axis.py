@@ -40,7 +40,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jaxebm.data.io import read_jets  # noqa: E402
-from jaxebm.data.preprocess import center_rotate_ebm  # noqa: E402
+from jaxebm.data.preprocess import center_rotate_ebm, features_to_four_vectors  # noqa: E402
 from jaxebm.evaluation import generation_quality, jet_observables  # noqa: E402
 from jaxebm.experiments.generation_study.loading import buffer_starts, load_run, noise_starts  # noqa: E402
 from jaxebm.experiments.jet_samples import data_paths  # noqa: E402
@@ -54,38 +54,36 @@ DELTAS = (-0.08, -0.04, -0.02, -0.01, 0.01, 0.02, 0.04, 0.08)
 RECENTRED = ("noise, 200 (paper)", "buffer, 50", "data, 200")  # rows also shown after the data's centring
 
 
-def jet_axes(p4: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``(n, 2)`` (eta, phi) of the summed four-vector of each jet's slots (``p4 (n, N, 4)`` (E, px, py, pz))."""
-    total = np.sum(np.where(np.asarray(mask, bool)[..., None], p4, 0.0), axis=1)
-    pt = np.hypot(total[:, 1], total[:, 2])
-    return np.stack([np.arcsinh(total[:, 3] / pt), np.arctan2(total[:, 2], total[:, 1])], axis=1)
+def _model_space(pipeline, raw: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Raw ``(log pT, eta, phi)`` features -> the model's float32 features."""
+    return np.asarray(pipeline.standardizer.apply(raw.astype(np.float32), mask), np.float32)
 
 
 def translated(pipeline, x: np.ndarray, mask: np.ndarray, d_eta: float, d_phi: float) -> np.ndarray:
     """Model-space jets moved rigidly by (d_eta, d_phi) in the raw coordinates (every slot of ``mask``)."""
     raw = pipeline.to_raw_features(x, mask) + np.where(mask[..., None], np.array([0.0, d_eta, d_phi]), 0.0)
-    return np.asarray(pipeline.standardizer.apply(raw.astype(np.float32), mask), np.float32)
+    return _model_space(pipeline, raw, mask)
 
 
 def recentred(pipeline, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Model-space jets passed through the data's centring and principal-axis rotation (`center_rotate_ebm`)."""
-    raw = center_rotate_ebm(pipeline.to_raw_features(x, mask), mask)
-    return np.asarray(pipeline.standardizer.apply(raw.astype(np.float32), mask), np.float32)
+    return _model_space(pipeline, center_rotate_ebm(pipeline.to_raw_features(x, mask), mask), mask)
 
 
 def summary(run, x: np.ndarray, mask: np.ndarray) -> dict:
     """Mass, axis and quality numbers of one sample (model-space ``x``, ``mask``) against the test jets."""
-    p4 = run.pipeline.to_four_vectors(x, mask)
     raw = run.pipeline.to_raw_features(x, mask)
-    mass = jet_observables(p4, mask)["mass"]
-    axes = jet_axes(p4, mask)
+    p4 = features_to_four_vectors(raw, mask)  # what `run.pipeline.to_four_vectors` does, raw features kept
+    observables = jet_observables(p4, mask)
+    mass, axes = observables["mass"], np.stack([observables["eta"], observables["phi"]], axis=1)  # the jet axis
+    real_slots = run.real_raw[run.real_mask]
     quality = generation_quality(run.real_p4, run.real_mask, p4, mask, with_jetnet=False)
     return {"mass_q50_q90_q99": np.quantile(mass, [0.5, 0.9, 0.99]).tolist(),
             "frac_mass_above_150": float(np.mean(mass > HEAVY_MASS)),
             "paper_jsd_mass": quality["paper_jsd_mass"], "paper_jsd_pt": quality["paper_jsd_pt"],
             "w1_mass": quality["w1_mass"],
-            "w1_constituent_eta": wasserstein_1d(run.real_raw[run.real_mask][:, 1], raw[mask][:, 1]),
-            "w1_constituent_phi": wasserstein_1d(run.real_raw[run.real_mask][:, 2], raw[mask][:, 2]),
+            "w1_constituent_eta": wasserstein_1d(real_slots[:, 1], raw[mask][:, 1]),
+            "w1_constituent_phi": wasserstein_1d(real_slots[:, 2], raw[mask][:, 2]),
             "axis_mean": axes.mean(axis=0).tolist(), "axis_std": axes.std(axis=0).tolist(),
             "_mass": mass, "_axes": axes}
 
