@@ -163,10 +163,13 @@ def _template(model, cd_config: CDConfig, pipeline: ConstituentPipeline, noise_f
     return jax.eval_shape(lambda key: create_train_state(key, model, cd_config, x, mask, noise_fn), jax.random.key(0))
 
 
-def _restore_latest(run_dir: Path, template) -> tuple[Any, int]:
+def _restore_latest(run_dir: Path, template, parameters: str) -> tuple[Any, int]:
+    """The newest checkpoint's ``parameters`` ("ema" or "raw") and its step."""
+    if parameters not in ("ema", "raw"):
+        raise ValueError(f"parameters must be 'ema' or 'raw', got {parameters!r}")
     with Checkpointer(run_dir / "checkpoints") as ckpt:
         state, meta = ckpt.restore(template)
-    return state.ema_params, int(meta["step"])
+    return (state.ema_params if parameters == "ema" else state.params), int(meta["step"])
 
 
 def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
@@ -213,11 +216,12 @@ def curve_point(model: TransformerEnergy, params, inputs: dict[str, tuple[np.nda
     return point
 
 
-def load_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
-    """A trained seed from its directory (``pipeline.json``, newest checkpoint), without training."""
+def load_seed(config: ExperimentConfig, job: SeedJob, parameters: str = "ema") -> Trained:
+    """A trained seed from its directory (``pipeline.json``, newest checkpoint), without training; ``parameters``
+    "ema" (what every evaluation scores) or "raw" (the optimiser's own, for the EMA check)."""
     pipeline = ConstituentPipeline.from_dict(json.loads((job.directory / "pipeline.json").read_text()))
     model, noise_fn = _setup(config, pipeline)
-    params, step = _restore_latest(job.directory, _template(model, config.cd, pipeline, noise_fn))
+    params, step = _restore_latest(job.directory, _template(model, config.cd, pipeline, noise_fn), parameters)
     return Trained(model, pipeline, noise_fn, params, step)
 
 

@@ -216,3 +216,21 @@ def test_classifier_weight_scales_the_cross_entropy_gradient_in_proportion():
     assert np.linalg.norm(ce_grad) > 1e-3
     np.testing.assert_allclose(g1 - g0, ce_grad, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(g2 - g1, ce_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_saved_hybrid_restores_its_ema_or_its_raw_parameters(toy_run, tmp_path):
+    from jaxebm.experiments.ebm_clf import _restore_latest
+    from jaxebm.train.checkpoint import Checkpointer
+    _, runs = toy_run
+    state = runs["hybrid"][0]
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        ckpt.save(state)
+    template = jax.eval_shape(lambda: state)
+    for name, expected in (("ema", state.ema_params), ("raw", state.params)):
+        params, step = _restore_latest(tmp_path, template, name)
+        assert step == int(state.step)
+        jax.tree.map(np.testing.assert_array_equal, params, expected)
+    difference = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), state.ema_params, state.params)
+    assert max(jax.tree.leaves(difference)) > 1e-4  # the two sets differ, so the check can tell them apart
+    with pytest.raises(ValueError, match="'ema' or 'raw'"):
+        _restore_latest(tmp_path, template, "average")
