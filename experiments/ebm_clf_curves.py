@@ -10,9 +10,11 @@ rows are read; several seeds are averaged at the steps they share). Writes ``cur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
+from jaxebm import experiments
 from jaxebm.experiments.ebm_clf import curve_summary, training_curve
 from jaxebm.experiments.ebm_clf_report import CURVE_COLUMNS, curve_cells, mean_curve, plot_curves
 from jaxebm.runs.records import atomic_write_text
@@ -21,13 +23,16 @@ from jaxebm.train.monitor import read_metrics
 
 
 def read_runs(variant_dir: Path) -> tuple[dict, dict]:
-    """Mean curve over the seeds of a variant directory and the flattened config of its first seed."""
+    """Mean curve over the seeds of a variant directory and the flattened config of its first seed (every field,
+defaults filled in)."""
     seed_dirs = sorted(d for d in variant_dir.glob("seed_*") if (d / "metrics.jsonl").is_file())
     if not seed_dirs:
         raise SystemExit(f"no seed_*/metrics.jsonl under {variant_dir}")
     curves = [training_curve(read_metrics(d / "metrics.jsonl")) for d in seed_dirs]
     curve = mean_curve(curves) | {"seeds": [d.name for d in seed_dirs]}
-    config = json.loads((seed_dirs[0] / "config.json").read_text()) if (seed_dirs[0] / "config.json").is_file() else {}
+    # read through the config class, so a field newer than a run's record counts at its default, not as a change
+    config = (dataclasses.asdict(experiments.load_recorded("ebm_clf", seed_dirs[0]))
+              if (seed_dirs[0] / "config.json").is_file() else {})
     flat = {f"{section}.{k}": v for section, values in config.items() if isinstance(values, dict)
             for k, v in values.items()}
     return curve, flat

@@ -97,16 +97,19 @@ def test_curve_point_scores_are_oriented_as_the_final_evaluation():
 def test_curves_script_averages_seeds_and_names_what_changed(tmp_path):
     from experiments.ebm_clf_curves import main
 
-    def write_run(root, lr, h_values):
+    def write_run(root, lr, h_values, model_extra=None):
         for seed, values in enumerate(h_values):
             run = root / f"seed_{seed}"
             run.mkdir(parents=True)
-            (run / "config.json").write_text(json.dumps({"cd": {"lr": lr, "alpha": 0.1}, "run": {"num_steps": 9}}))
+            config = {"cd": {"lr": lr, "alpha": 0.1}, "run": {"num_steps": 9},
+                      "model": {"num_classes": 3, **(model_extra or {})}}
+            (run / "config.json").write_text(json.dumps(config))
             rows = [eval_row(100 * (i + 1), v) for i, v in enumerate(values)] + [{"step": 50, "loss": 1.0}]
             (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     write_run(tmp_path / "a", 1e-3, [[0.6, 0.8]])
-    write_run(tmp_path / "b", 3e-4, [[0.6, 0.7], [0.8, 0.9]])
+    # b records a field that a's older record lacks, at its default: not a change
+    write_run(tmp_path / "b", 3e-4, [[0.6, 0.7], [0.8, 0.9]], model_extra={"compute_dtype": "float32"})
     main(["--out", str(tmp_path / "out"), f"fast={tmp_path / 'a'}", f"slow={tmp_path / 'b'}"])
     stored = json.loads((tmp_path / "out" / "curves.json").read_text())
     assert stored["fast"]["changed"] == {} and stored["slow"]["changed"] == {"cd.lr": 3e-4}
