@@ -24,7 +24,7 @@ from jaxebm.train.monitor import read_metrics
 
 def read_runs(variant_dir: Path) -> tuple[dict, dict]:
     """Mean curve over the seeds of a variant directory and the flattened config of its first seed (every field,
-defaults filled in)."""
+    defaults filled in)."""
     seed_dirs = sorted(d for d in variant_dir.glob("seed_*") if (d / "metrics.jsonl").is_file())
     if not seed_dirs:
         raise SystemExit(f"no seed_*/metrics.jsonl under {variant_dir}")
