@@ -163,13 +163,18 @@ def _template(model, cd_config: CDConfig, pipeline: ConstituentPipeline, noise_f
     return jax.eval_shape(lambda key: create_train_state(key, model, cd_config, x, mask, noise_fn), jax.random.key(0))
 
 
-def _restore_latest(run_dir: Path, template, parameters: str) -> tuple[Any, int]:
-    """The newest checkpoint's ``parameters`` ("ema" or "raw") and its step."""
+def _restore_checkpoint(run_dir: Path, template, step: int | None = None) -> tuple[Any, int]:
+    """The training state of the checkpoint at ``step`` (default the newest) and its step."""
+    with Checkpointer(run_dir / "checkpoints") as ckpt:
+        state, meta = ckpt.restore(template, step)
+    return state, int(meta["step"])
+
+
+def _parameters(state, parameters: str):
+    """The EMA ("ema") or the optimiser's own ("raw") parameters of a training state."""
     if parameters not in ("ema", "raw"):
         raise ValueError(f"parameters must be 'ema' or 'raw', got {parameters!r}")
-    with Checkpointer(run_dir / "checkpoints") as ckpt:
-        state, meta = ckpt.restore(template)
-    return (state.ema_params if parameters == "ema" else state.params), int(meta["step"])
+    return state.ema_params if parameters == "ema" else state.params
 
 
 def train_seed(config: ExperimentConfig, job: SeedJob) -> Trained:
@@ -216,13 +221,20 @@ def curve_point(model: TransformerEnergy, params, inputs: dict[str, tuple[np.nda
     return point
 
 
-def load_seed(config: ExperimentConfig, job: SeedJob, parameters: str = "ema") -> Trained:
-    """A trained seed from its directory (``pipeline.json``, newest checkpoint), without training; ``parameters``
-    "ema" (what every evaluation scores) or "raw" (the optimiser's own, for the EMA check)."""
+def load_training_state(config: ExperimentConfig, job: SeedJob, step: int | None = None) -> tuple[Trained, Any]:
+    """A seed's checkpoint at ``step`` (default the newest) without training: the trained model around its EMA
+    parameters, and the whole training state (raw parameters, the replay buffer of the training chains' end points)."""
     pipeline = ConstituentPipeline.from_dict(json.loads((job.directory / "pipeline.json").read_text()))
     model, noise_fn = _setup(config, pipeline)
-    params, step = _restore_latest(job.directory, _template(model, config.cd, pipeline, noise_fn), parameters)
-    return Trained(model, pipeline, noise_fn, params, step)
+    state, step = _restore_checkpoint(job.directory, _template(model, config.cd, pipeline, noise_fn), step)
+    return Trained(model, pipeline, noise_fn, state.ema_params, step), state
+
+
+def load_seed(config: ExperimentConfig, job: SeedJob, parameters: str = "ema", step: int | None = None) -> Trained:
+    """A trained seed from its directory (``pipeline.json``, the checkpoint at ``step``, default the newest), without
+    training; ``parameters`` "ema" (what every evaluation scores) or "raw" (the optimiser's own, for the EMA check)."""
+    trained, state = load_training_state(config, job, step)
+    return trained._replace(params=_parameters(state, parameters))
 
 
 @partial(jax.jit, static_argnames=("model",))

@@ -117,3 +117,43 @@ def test_curves_script_averages_seeds_and_names_what_changed(tmp_path):
     assert stored["fast"]["summary"]["energy_auc_h_hh_4b_drop"] == 0.0
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
     assert "cd.lr = 0.0003" in (tmp_path / "out" / "curves.md").read_text()
+
+
+def test_energy_split_sums_to_the_energy_and_moves_only_the_free_part_under_a_logit_shift():
+    from experiments.ebm_clf_energy_spread import by_predicted_class, energy_parts
+    logits = np.random.default_rng(0).normal(size=(50, 3)) * 2.0
+    parts = energy_parts(logits)
+    np.testing.assert_allclose(parts["energy"], -logsumexp(logits, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(parts["logit_mean"] + parts["log_prob_mean"], parts["energy"], rtol=1e-12)
+    log_probs = logits - logsumexp(logits, axis=1, keepdims=True)
+    np.testing.assert_allclose(parts["log_prob_mean"], log_probs.mean(axis=1), rtol=1e-12)
+    shift = np.linspace(-1.0, 2.0, 50)[:, None]  # the direction the cross-entropy cannot see
+    shifted = energy_parts(logits + shift)
+    np.testing.assert_allclose(shifted["log_prob_mean"], parts["log_prob_mean"], atol=1e-12)
+    np.testing.assert_allclose(shifted["logit_mean"], parts["logit_mean"] - shift[:, 0], atol=1e-12)
+    rows = by_predicted_class(np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 0.0, 1.0], [0.0, 0.0, 5.0]]))
+    assert (rows["fraction_qcd"], rows["fraction_w"], rows["fraction_top"]) == (0.25, 0.0, 0.75)
+    assert np.isnan(rows["energy_w"])
+    expected_top = -np.mean([logsumexp([0.0, 0.0, v]) for v in (3.0, 1.0, 5.0)])
+    np.testing.assert_allclose(rows["energy_top"], expected_top, rtol=1e-12)
+
+
+def test_over_training_rows_read_each_part_and_the_chains_balance_with_its_sign(tmp_path):
+    from experiments.ebm_clf_energy_spread import over_training_rows, write_over_training
+
+    def result(step, shift):
+        processes = {s: {f"{part}_auc_vs_qcd": base + shift for part, base in
+                         (("energy", 0.6), ("logit_mean", 0.4), ("log_prob_mean", 0.7))} for s in SIGNALS}
+        data = {f"energy_{c}": 0.1 * k for k, c in enumerate(CLASSES)}
+        chains = {f"energy_{c}": 0.1 * k + shift for k, c in enumerate(CLASSES)}
+        return {"step": step, "processes": processes, "training_negatives": {"data": data, "chains": chains}}
+
+    rows = over_training_rows([result(300, 0.0), result(600, 0.05)])
+    assert [r["step"] for r in rows] == [300, 600]
+    np.testing.assert_allclose([rows[1][f"logit_mean_auc_{s}"] for s in SIGNALS], 0.45)
+    np.testing.assert_allclose([rows[1][f"log_prob_mean_auc_{s}"] for s in SIGNALS], 0.75)
+    np.testing.assert_allclose([rows[1][f"gap_{c}"] for c in CLASSES], -0.05)  # data below the chains: negative
+    np.testing.assert_allclose([rows[0][f"gap_{c}"] for c in CLASSES], 0.0, atol=1e-12)
+    write_over_training(tmp_path, tmp_path / "seed_0", rows)
+    assert (tmp_path / "over_training.png").stat().st_size > 0
+    assert "| 600 |" in (tmp_path / "over_training.md").read_text()

@@ -218,19 +218,24 @@ def test_classifier_weight_scales_the_cross_entropy_gradient_in_proportion():
     np.testing.assert_allclose(g2 - g1, ce_grad, rtol=1e-4, atol=1e-6)
 
 
-def test_a_saved_hybrid_restores_its_ema_or_its_raw_parameters(toy_run, tmp_path):
-    from jaxebm.experiments.ebm_clf import _restore_latest
+def test_a_saved_hybrid_restores_its_ema_or_its_raw_parameters_at_a_chosen_step(toy_run, tmp_path):
+    from jaxebm.experiments.ebm_clf import _parameters, _restore_checkpoint
     from jaxebm.train.checkpoint import Checkpointer
     _, runs = toy_run
     state = runs["hybrid"][0]
+    later = state.replace(step=state.step + 1, params=jax.tree.map(lambda a: a + 1.0, state.params))
     with Checkpointer(tmp_path / "checkpoints") as ckpt:
         ckpt.save(state)
+        ckpt.save(later)
     template = jax.eval_shape(lambda: state)
+    restored, step = _restore_checkpoint(tmp_path, template, int(state.step))
+    assert step == int(state.step)
     for name, expected in (("ema", state.ema_params), ("raw", state.params)):
-        params, step = _restore_latest(tmp_path, template, name)
-        assert step == int(state.step)
-        jax.tree.map(np.testing.assert_array_equal, params, expected)
+        jax.tree.map(np.testing.assert_array_equal, _parameters(restored, name), expected)
+    newest, step = _restore_checkpoint(tmp_path, template)
+    assert step == int(later.step)
+    jax.tree.map(np.testing.assert_array_equal, _parameters(newest, "raw"), later.params)
     difference = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), state.ema_params, state.params)
     assert max(jax.tree.leaves(difference)) > 1e-4  # the two sets differ, so the check can tell them apart
     with pytest.raises(ValueError, match="'ema' or 'raw'"):
-        _restore_latest(tmp_path, template, "average")
+        _parameters(restored, "average")
