@@ -28,11 +28,10 @@ def seed_points(seed_dir: Path) -> dict:
     config = experiments.load_recorded("ebm_clf", seed_dir)
     paths = {name: f.path for name, f in ebm_clf.data_files(config).items()}
     job = SeedJob(0, seed_dir, paths, progress=False)
-    trained = {p: ebm_clf.load_seed(config, job, parameters=p) for p in PARAMETER_SETS}
-    pipeline, model = trained["ema"].pipeline, trained["ema"].model
-    tests = {p: pipeline.transform(s)[:2] for p, s in ebm_clf.read_test_sets(config.data, paths).items()}
-    return {"step": trained["ema"].step,
-            **{p: ebm_clf.curve_point(model, trained[p].params, tests) for p in PARAMETER_SETS}}
+    trained, state = ebm_clf.load_training_state(config, job)
+    tests = {p: trained.pipeline.transform(s)[:2] for p, s in ebm_clf.read_test_sets(config.data, paths).items()}
+    return {"step": trained.step, **{p: ebm_clf.curve_point(trained.model, ebm_clf.parameter_set(state, p), tests)
+                                     for p in PARAMETER_SETS}}
 
 
 def table(rows: dict[str, dict]) -> list[str]:

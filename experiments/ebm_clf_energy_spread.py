@@ -69,12 +69,12 @@ def by_predicted_class(logits: np.ndarray) -> dict[str, float]:
     return out | {"energy_mean": float(energy.mean()), "energy_std": float(energy.std())}
 
 
-def training_negatives(trained, state, train_path: Path) -> dict[str, dict[str, float]]:
-    """`by_predicted_class` of the training jets (``"data"``) and of the replay buffer (``"chains"``) under the raw
-    parameters ``state.params``; the buffer holds features ``(C, N, F)`` or ``(features, mask)``."""
+def training_negatives(trained, state, train_sample) -> dict[str, dict[str, float]]:
+    """`by_predicted_class` of the training jets ``train_sample`` (``"data"``) and of the replay buffer (``"chains"``)
+    under the raw parameters ``state.params``; the buffer holds features ``(C, N, F)`` or ``(features, mask)``."""
     samples = state.buffer.samples
     x_neg, mask_neg = samples if isinstance(samples, tuple) else (samples, np.ones(samples.shape[:2], bool))
-    x_pos, mask_pos = trained.pipeline.transform(read_jets(train_path))[:2]
+    x_pos, mask_pos = trained.pipeline.transform(train_sample)[:2]
     return {"data": by_predicted_class(class_logits(trained.model, state.params, x_pos, mask_pos)),
             "chains": by_predicted_class(class_logits(trained.model, state.params, np.asarray(x_neg),
                                                       np.asarray(mask_neg)))}
@@ -86,14 +86,14 @@ def _table(title: str, rows: dict[str, dict[str, float]]) -> list[str]:
             *(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for name, r in rows.items()), ""]
 
 
-def analyse(config, paths: dict[str, Path], seed_dir: Path, step: int | None) -> dict:
-    """Test-jet statistics (EMA parameters) and the training chains' balance (raw) of one checkpoint."""
-    trained, state = load_training_state(config, SeedJob(0, seed_dir, paths, progress=False), step=step)
-    tests = read_test_sets(config.data, paths)
+def analyse(config, job: SeedJob, step: int | None, tests: dict, train_sample) -> dict:
+    """Test-jet statistics (EMA parameters) and the training chains' balance (raw) of one checkpoint; ``tests``
+    ``{process: JetSample}`` and ``train_sample`` as read from the run's data files."""
+    trained, state = load_training_state(config, job, step=step)
     logits = {p: class_logits(trained.model, trained.params, *trained.pipeline.transform(s)[:2]) for p, s in tests.items()}
-    return {"seed_dir": str(seed_dir), "step": trained.step,
+    return {"seed_dir": str(job.directory), "step": trained.step,
             "processes": {p: spread(g, logits["qcd"]) for p, g in logits.items()},
-            "training_negatives": training_negatives(trained, state, paths["train"])}
+            "training_negatives": training_negatives(trained, state, train_sample)}
 
 
 def write_one(out: Path, result: dict) -> None:
@@ -164,13 +164,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = experiments.load_recorded("ebm_clf", args.seed_dir)
     paths = {name: f.path for name, f in data_files(config).items()}
+    job = SeedJob(0, args.seed_dir, paths, progress=False)
+    tests, train_sample = read_test_sets(config.data, paths), read_jets(paths["train"])  # read once for all steps
     if len(args.steps) <= 1:
-        write_one(args.out, analyse(config, paths, args.seed_dir, args.steps[0] if args.steps else None))
+        write_one(args.out, analyse(config, job, args.steps[0] if args.steps else None, tests, train_sample))
         print((args.out / "energy_spread.md").read_text())
         return
     results = []
     for step in tqdm(args.steps, desc="checkpoints"):
-        results.append(analyse(config, paths, args.seed_dir, step))
+        results.append(analyse(config, job, step, tests, train_sample))
         write_one(args.out / f"step_{step}", results[-1])
     write_over_training(args.out, args.seed_dir, over_training_rows(results))
     print((args.out / "over_training.md").read_text())

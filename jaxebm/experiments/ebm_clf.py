@@ -170,7 +170,7 @@ def _restore_checkpoint(run_dir: Path, template, step: int | None = None) -> tup
     return state, int(meta["step"])
 
 
-def _parameters(state, parameters: str):
+def parameter_set(state, parameters: str):
     """The EMA ("ema") or the optimiser's own ("raw") parameters of a training state."""
     if parameters not in ("ema", "raw"):
         raise ValueError(f"parameters must be 'ema' or 'raw', got {parameters!r}")
@@ -234,7 +234,7 @@ def load_seed(config: ExperimentConfig, job: SeedJob, parameters: str = "ema", s
     """A trained seed from its directory (``pipeline.json``, the checkpoint at ``step``, default the newest), without
     training; ``parameters`` "ema" (what every evaluation scores) or "raw" (the optimiser's own, for the EMA check)."""
     trained, state = load_training_state(config, job, step)
-    return trained._replace(params=_parameters(state, parameters))
+    return trained._replace(params=parameter_set(state, parameters))
 
 
 @partial(jax.jit, static_argnames=("model",))

@@ -219,7 +219,7 @@ def test_classifier_weight_scales_the_cross_entropy_gradient_in_proportion():
 
 
 def test_a_saved_hybrid_restores_its_ema_or_its_raw_parameters_at_a_chosen_step(toy_run, tmp_path):
-    from jaxebm.experiments.ebm_clf import _parameters, _restore_checkpoint
+    from jaxebm.experiments.ebm_clf import _restore_checkpoint, parameter_set
     from jaxebm.train.checkpoint import Checkpointer
     _, runs = toy_run
     state = runs["hybrid"][0]
@@ -231,11 +231,11 @@ def test_a_saved_hybrid_restores_its_ema_or_its_raw_parameters_at_a_chosen_step(
     restored, step = _restore_checkpoint(tmp_path, template, int(state.step))
     assert step == int(state.step)
     for name, expected in (("ema", state.ema_params), ("raw", state.params)):
-        jax.tree.map(np.testing.assert_array_equal, _parameters(restored, name), expected)
+        jax.tree.map(np.testing.assert_array_equal, parameter_set(restored, name), expected)
     newest, step = _restore_checkpoint(tmp_path, template)
     assert step == int(later.step)
-    jax.tree.map(np.testing.assert_array_equal, _parameters(newest, "raw"), later.params)
+    jax.tree.map(np.testing.assert_array_equal, parameter_set(newest, "raw"), later.params)
     difference = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), state.ema_params, state.params)
     assert max(jax.tree.leaves(difference)) > 1e-4  # the two sets differ, so the check can tell them apart
     with pytest.raises(ValueError, match="'ema' or 'raw'"):
-        _parameters(restored, "average")
+        parameter_set(restored, "average")
