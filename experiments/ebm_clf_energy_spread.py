@@ -60,7 +60,7 @@ def spread(logits: np.ndarray, qcd_logits: np.ndarray) -> dict[str, float]:
 
 def by_predicted_class(logits: np.ndarray) -> dict[str, float]:
     """Fraction of ``logits (n, K)`` predicted as each class and their mean E(x) (NaN for an empty class)."""
-    energy, predicted = -logsumexp(logits, axis=1), np.argmax(logits, axis=1)
+    energy, predicted = energy_parts(logits)["energy"], np.argmax(logits, axis=1)
     out = {}
     for k, name in enumerate(CLASSES):
         chosen = predicted == k

@@ -124,27 +124,27 @@ def plot_curves(series: dict[str, dict], path: Path) -> Path:
     solid, H dashed; one legend for all panels below them): ``series = {label: curve}`` with a curve
     ``{"step": [...], key: [...]}`` (`ebm_clf.training_curve`), optionally ``key + "_std"`` drawn as a band."""
     colours = matplotlib.colormaps["tab10" if len(series) <= 10 else "tab20"]
+    series_colours = [colours(j % colours.N) for j in range(len(series))]
     columns = min(3, len(series))
     legend_rows = -(-len(series) // columns)
     legend_height = 0.3 + 0.2 * legend_rows  # inches
     fig = Figure(figsize=(4.4 * len(CURVE_PANELS), 3.4 + legend_height))
     for i, (title, keys) in enumerate(CURVE_PANELS):
         ax = fig.add_subplot(1, len(CURVE_PANELS), i + 1)
-        for j, curve in enumerate(series.values()):
+        for colour, curve in zip(series_colours, series.values()):
             for key in keys:
                 if not curve.get(key):
                     continue
                 steps, mean = np.asarray(curve["step"]), np.asarray(curve[key])
-                ax.plot(steps, mean, marker="o", ms=3, color=colours(j % colours.N),
-                        ls="--" if key.endswith("h_hh_4b") else "-")
+                ax.plot(steps, mean, marker="o", ms=3, color=colour, ls="--" if key.endswith("h_hh_4b") else "-")
                 if curve.get(key + "_std"):
                     std = np.asarray(curve[key + "_std"])
-                    ax.fill_between(steps, mean - std, mean + std, color=colours(j % colours.N), alpha=0.2)
+                    ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)
         if i < 2:
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("training iteration")
         ax.set_title(title + (" (top solid, H dashed)" if len(keys) > 1 else ""), fontsize=9)
-    handles = [Line2D([], [], color=colours(j % colours.N), marker="o", ms=3) for j in range(len(series))]
+    handles = [Line2D([], [], color=colour, marker="o", ms=3) for colour in series_colours]
     fig.legend(handles, list(series), loc="lower center", ncol=columns, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, legend_height / fig.get_figheight(), 1, 1))
     return save_figure(fig, path)
